@@ -1,0 +1,401 @@
+"""Every fact the daemon reports, as a small frozen dataclass that serialises to one JSON line.
+
+The bus stamps each event with its UTC time, sequence number and host (``Event.stamped``);
+publishers build events with only their own fields. ``to_record`` gives the JSONL record,
+``event_from_record`` reads it back (for `telemetry tail`, state rebuilds and policy tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from checks.api import Measurement
+
+SCHEMA_VERSION = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BASE_FIELDS = frozenset({"at", "seq", "host"})
+
+
+def _jsonable(value: Any) -> Any:
+    """Turn event field values into JSON values; non-finite floats become strings."""
+    if isinstance(value, Measurement):
+        return value.to_record()
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of all events; ``at``/``seq``/``host`` are set by the bus when published."""
+
+    at: datetime = _EPOCH
+    seq: int = 0
+    host: str = ""
+
+    type_name: ClassVar[str] = "Event"
+    registry: ClassVar[dict[str, type[Event]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.type_name = cls.__name__
+        Event.registry[cls.__name__] = cls
+
+    def stamped(self, *, at: datetime, seq: int, host: str) -> Event:
+        """Return a copy carrying the bus's stamp."""
+        return dataclasses.replace(self, at=at, seq=seq, host=host)
+
+    def payload(self) -> dict[str, Any]:
+        """The event's own fields, JSON-ready, without the stamp."""
+        return {
+            f.name: _jsonable(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name not in _BASE_FIELDS
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
+            "type": self.type_name,
+            "seq": self.seq,
+            "at": self.at.astimezone(UTC).isoformat(),
+            "host": self.host,
+        }
+        record.update(self.payload())
+        return record
+
+
+def event_from_record(record: Mapping[str, Any]) -> Event:
+    """Rebuild an event from its JSONL record; raises ``ValueError`` naming what is wrong."""
+    if record.get("schema") != SCHEMA_VERSION:
+        raise ValueError(f"unsupported event schema {record.get('schema')!r}")
+    cls = Event.registry.get(str(record.get("type")))
+    if cls is None:
+        raise ValueError(f"unknown event type {record.get('type')!r}")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in record:
+            continue
+        value = record[f.name]
+        if f.name == "at":
+            value = datetime.fromisoformat(value)
+        elif f.name == "measurements":
+            value = tuple(Measurement.from_record(m) for m in value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+# --- daemon lifecycle -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DaemonStarted(Event):
+    version: str
+    pid: int
+    config_source: str
+    state_dir: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DaemonStopping(Event):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigReloaded(Event):
+    source: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigRejected(Event):
+    source: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClockJumped(Event):
+    expected: str
+    observed: str
+    delta_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriberFailed(Event):
+    subscriber: str
+    event_type: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TelemetryRepaired(Event):
+    file: str
+    bytes_truncated: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateSetAside(Event):
+    path: str
+    moved_to: str
+    reason: str
+
+
+# --- scheduling -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunScheduled(Event):
+    """A tier run was queued. ``trigger``: cron, catch_up, manual, profile_change, verify."""
+
+    run_id: str
+    tier: str
+    trigger: str
+    scheduled_for: str
+    window_end: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunMissed(Event):
+    """A scheduled run could not be caught up (past its grace, or its window closed)."""
+
+    tier: str
+    scheduled_for: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunDropped(Event):
+    """A queued run was dropped because its window closed before it could start."""
+
+    run_id: str
+    tier: str
+    window_end: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(Event):
+    run_id: str
+    tier: str
+    trigger: str
+    checks: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunCompleted(Event):
+    """A tier run ended; ``succeeded`` means every check produced a result (no timeout/crash)."""
+
+    run_id: str
+    tier: str
+    status: str
+    succeeded: bool
+    duration_s: float
+
+
+# --- checks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckStarted(Event):
+    run_id: str
+    tier: str
+    check: str
+    pid: int
+    deadline_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckCompleted(Event):
+    run_id: str
+    tier: str
+    check: str
+    duration_s: float
+    peak_rss_bytes: int
+    measurements: tuple[Measurement, ...]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckTimedOut(Event):
+    run_id: str
+    tier: str
+    check: str
+    deadline_s: float
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckCrashed(Event):
+    run_id: str
+    tier: str
+    check: str
+    exit_code: int | None
+    signal: int | None
+    duration_s: float
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckEvaluated(Event):
+    """The evaluator's verdict on one check run: ok, warning, critical or unknown.
+
+    ``kernel_status`` gives the verdict per kernel (from the measurements' ``kernel`` label).
+    """
+
+    run_id: str
+    tier: str
+    check: str
+    status: str
+    kernel_status: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+# --- evaluation -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThresholdCrossed(Event):
+    rule: str
+    issue: str
+    level: str
+    measurement: str
+    labels: Mapping[str, str]
+    value: float
+    threshold: float
+    tier: str
+    check: str
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThresholdCleared(Event):
+    rule: str
+    issue: str
+    measurement: str
+    labels: Mapping[str, str]
+    value: float
+    tier: str
+    check: str
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FingerprintChanged(Event):
+    previous: str
+    current: str
+    changed_fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BaselineRecorded(Event):
+    fingerprint: str
+    samples: int
+    reason: str
+
+
+# --- recovery ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProfileChanged(Event):
+    profile_id: str
+    previous_id: str
+    cause: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointCreated(Event):
+    checkpoint_id: str
+    profile_id: str
+    stable: bool
+    score: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointCorrupt(Event):
+    checkpoint_id: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecoveryStarted(Event):
+    attempt_id: str
+    procedure: str
+    issue: str
+    attempt: int
+    trigger: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecoverySucceeded(Event):
+    attempt_id: str
+    procedure: str
+    issue: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecoveryFailed(Event):
+    attempt_id: str
+    procedure: str
+    issue: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecoveryIneffective(Event):
+    """A procedure ran but verification found the issue still open."""
+
+    attempt_id: str
+    procedure: str
+    issue: str
+    attempts_in_window: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecoverySkipped(Event):
+    """The policy declined to act: cooldown, attempts exhausted, or alert-only."""
+
+    procedure: str
+    issue: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmergencyAborted(Event):
+    issue: str
+    kernels: tuple[str, ...]
+    checkpoint_id: str
+    stop_command_exit: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KernelsResumed(Event):
+    kernels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModeRestored(Event):
+    """Conservative mode ended after enough healthy runs; the previous mode is back."""
+
+    mode: str
+    healthy_runs: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DrillInjected(Event):
+    fault: str
+    profile_id: str
+
+
+ALL_EVENT_TYPES: tuple[type[Event], ...] = tuple(Event.registry.values())
