@@ -1,0 +1,591 @@
+"""Octahedron activation: a fluidity wave, then per-quarter projection onto L1 balls.
+
+For ``x`` of shape (B, D), D divisible by 4, the features form four contiguous
+quarters q = 0..3. Per row and quarter (KERNELS.md §1):
+
+1. wave: ``z_q = x_q + a·sin(ω·x_q + φ_q) + b_q``;
+2. projection onto the cross-polytope of radius ``r_q``:
+   ``y_q = argmin_{‖y‖₁ ≤ r_q} ‖y − z_q‖₂``.
+
+The float64 reference (:func:`activate_reference`) uses the sort-based
+algorithm of Duchi et al. (2008). The MLX kernel (:func:`activate_mlx`) finds
+the same threshold θ without sorting (``mx.sort`` is slow on MLX's CPU backend):
+Newton's method on ``f(θ) = Σ max(|z| − θ, 0) − r`` (Michelot's algorithm),
+started from the lower bound ``max((‖z‖₁ − r)/n, max|z| − r)``. Its iterates
+increase monotonically and reach the exact θ as soon as the set ``{|z| > θ}``
+stops changing; a fixed number of steps runs in one graph, and rows that have
+not converged continue in a loop, so the result is exact, never truncated.
+The sine is a range-reduced odd polynomial (``mx.sin`` is scalar on that
+backend), within 2e-7 absolute of float64 ``sin`` for ``|ω·x + φ| ≤ 1e4``.
+
+Execution modes (``Profile.vectorization``): ``aggressive`` runs the whole
+function under ``mx.compile`` through a compiled-function cache keyed by
+shape and dtype (:func:`cache_stats`), ``balanced`` runs plain MLX,
+``conservative`` runs plain MLX over chunks of ``Profile.chunk_rows`` rows.
+
+Measurements for the geometry checks, each returning a float (0 or tiny when
+healthy): :func:`geometric_ratio_drift`, :func:`phase_drift`,
+:func:`containment_violation`, :func:`idempotence_error`,
+:func:`symmetry_error`, :func:`nonexpansiveness_violation`,
+:func:`reference_error`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+import numpy.typing as npt
+
+from kernels import _drill
+from kernels._compiled import CompiledCache
+from kernels.profile import Profile
+
+__all__ = [
+    "activate_mlx",
+    "activate_reference",
+    "cache_stats",
+    "containment_violation",
+    "geometric_ratio_drift",
+    "idempotence_error",
+    "make_inputs",
+    "nonexpansiveness_violation",
+    "phase_drift",
+    "project_mlx",
+    "project_reference",
+    "reference_error",
+    "reset_cache_stats",
+    "sin_poly",
+    "symmetry_error",
+    "wave_mlx",
+    "wave_reference",
+]
+
+FloatArray = npt.NDArray[np.floating[Any]]
+
+#: Newton steps on the block maxima (cheap), then on all features, inside one graph.
+SUBSET_STEPS = 8
+NEWTON_STEPS = 3
+_CACHE = CompiledCache()
+# π split for Cody–Waite range reduction: the first two parts have few bits, so k·part is exact.
+_PI_A = 3.140625
+_PI_B = 9.67502593994140625e-4
+_PI_C = 1.509957990978376432e-7
+# Taylor coefficients of sin on [−π/2, π/2]; the truncation error is below 6e-8 there.
+_SIN_COEFFS = (-1 / 6, 1 / 120, -1 / 5040, 1 / 362880, -1 / 39916800)
+
+
+def cache_stats() -> tuple[int, int]:
+    """Return (hits, misses) of the compiled-function cache of aggressive mode."""
+    return _CACHE.stats()
+
+
+def reset_cache_stats() -> None:
+    """Zero the compiled-function cache counters."""
+    _CACHE.reset_stats()
+
+
+def _check_x(x: Any, name: str = "x") -> FloatArray:
+    """Validate a (B, D) finite real array with D divisible by 4 and return it."""
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (B, D), got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{name} must have a real floating dtype, got {arr.dtype}")
+    if arr.shape[1] == 0 or arr.shape[1] % 4:
+        raise ValueError(f"{name} must have D divisible by 4 and D > 0, got D = {arr.shape[1]}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite (no NaN or Inf)")
+    return arr
+
+
+def _quarters(arr: Any) -> Any:
+    """Reshape (B, D) to (B, 4, D/4): one row per quarter."""
+    return arr.reshape(arr.shape[0], 4, arr.shape[1] // 4)
+
+
+# ---------------------------------------------------------------- reference (NumPy, any dtype)
+
+
+def wave_reference(
+    x: npt.ArrayLike, profile: Profile, dtype: npt.DTypeLike = np.float64
+) -> FloatArray:
+    """Return the wave stage ``x + a·sin(ω·x + φ_q) + b_q`` computed in ``dtype``.
+
+    Examples
+    --------
+    >>> from kernels.profile import canonical_profile
+    >>> z = wave_reference(np.zeros((1, 4)), canonical_profile())
+    >>> np.round(z, 4).tolist()
+    [[0.0, 0.0707, 0.1, 0.0707]]
+    """
+    x3 = _quarters(_check_x(x).astype(dtype))
+    phases = np.asarray(profile.phases, dtype=dtype)[:, None]
+    biases = np.asarray(profile.biases, dtype=dtype)[:, None]
+    a, w = np.asarray(profile.amplitude, dtype=dtype), np.asarray(profile.frequency, dtype=dtype)
+    z = x3 + a * np.sin(w * x3 + phases) + biases
+    return np.asarray(z.reshape(x3.shape[0], -1), dtype=dtype)
+
+
+def project_reference(
+    z: npt.ArrayLike, radii: npt.ArrayLike, dtype: npt.DTypeLike = np.float64
+) -> FloatArray:
+    """Project each quarter of ``z`` onto the L1 ball of its radius (Duchi et al., sorted).
+
+    Parameters
+    ----------
+    z : array_like, shape (B, D)
+        Points to project; D divisible by 4.
+    radii : array_like, shape (4,)
+        Positive radius of each quarter's ball.
+    dtype : dtype
+        Computation dtype: float64 is the oracle, float32 the NumPy peer.
+
+    Examples
+    --------
+    >>> project_reference([[3.0, 1.0, 0.0, 0.0]], [1, 1, 1, 1]).tolist()
+    [[1.0, 1.0, 0.0, 0.0]]
+    >>> project_reference([[3.0, 1.0, 0.0, 0.0, 0, 0, 0, 0]], [1, 1, 1, 1]).tolist()
+    [[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
+    """
+    z3 = _quarters(_check_x(z, "z").astype(dtype))
+    r = _check_radii(radii).astype(dtype)[:, None]
+    n = z3.shape[-1]
+    a = np.abs(z3)
+    # Step 1: u = |z| sorted descending and its running sums c.
+    u = -np.sort(-a, axis=-1)
+    c = np.cumsum(u, axis=-1)
+    # Step 2: ρ = the largest j with u_j − (c_j − r)/j > 0 (1-based j).
+    j = np.arange(1, n + 1, dtype=dtype)
+    positive = u - (c - r) / j > 0
+    rho = n - np.argmax(positive[..., ::-1], axis=-1)
+    # Step 3: θ = (c_ρ − r)/ρ.
+    c_rho = np.take_along_axis(c, (rho - 1)[..., None], axis=-1)
+    theta = (c_rho - r) / rho[..., None].astype(dtype)
+    # Step 4: soft-threshold; quarters already inside their ball are returned unchanged.
+    y = np.sign(z3) * np.maximum(a - theta, 0)
+    inside = a.sum(axis=-1, keepdims=True) <= r
+    y = np.where(inside, z3, y)
+    return np.asarray(y.reshape(z3.shape[0], -1), dtype=dtype)
+
+
+def activate_reference(
+    x: npt.ArrayLike, profile: Profile, dtype: npt.DTypeLike = np.float64
+) -> FloatArray:
+    """Return the octahedron activation of ``x`` computed in NumPy in ``dtype``.
+
+    Examples
+    --------
+    >>> from kernels.profile import canonical_profile
+    >>> y = activate_reference(np.full((2, 8), 5.0), canonical_profile())
+    >>> np.abs(y).reshape(2, 4, 2).sum(axis=-1).round(6).tolist()[0]
+    [1.0, 1.125, 1.35, 1.51875]
+    """
+    return project_reference(wave_reference(x, profile, dtype), profile.radii, dtype)
+
+
+def _check_radii(radii: npt.ArrayLike) -> FloatArray:
+    """Validate four positive finite radii."""
+    r = np.asarray(radii, dtype=np.float64)
+    if r.shape != (4,):
+        raise ValueError(f"radii must have shape (4,), got {r.shape}")
+    if not np.all(np.isfinite(r)) or np.any(r <= 0):
+        raise ValueError(f"radii must be positive and finite, got {r.tolist()}")
+    return r
+
+
+# ---------------------------------------------------------------- MLX graphs
+
+
+def sin_poly(u: mx.array) -> mx.array:
+    """Return sin(u) in float32 by range reduction to [−π/2, π/2] and an odd polynomial.
+
+    Examples
+    --------
+    >>> u = np.linspace(-50, 50, 10001, dtype=np.float32)
+    >>> got = np.array(sin_poly(mx.array(u)))
+    >>> bool(np.max(np.abs(got - np.sin(u.astype(np.float64)))) < 2e-7)
+    True
+    """
+    # Step 1: k = nearest multiple of π; r = u − k·π in three exact-ish parts.
+    k = mx.round(u * (1 / math.pi))
+    r = ((u - k * _PI_A) - k * _PI_B) - k * _PI_C
+    # Step 2: odd polynomial in r (Horner in r²).
+    r2 = r * r
+    p = _SIN_COEFFS[-1]
+    acc: Any = p
+    for coeff in reversed(_SIN_COEFFS[:-1]):
+        acc = acc * r2 + coeff
+    s = r + r * r2 * acc
+    # Step 3: sin(u) = (−1)^k · sin(r).
+    parity = k - 2 * mx.floor(k * 0.5)
+    out: mx.array = s * (1 - 2 * parity)
+    return out
+
+
+def _wave_graph(x: mx.array, params: mx.array) -> mx.array:
+    """MLX wave stage on (B, D); ``params`` is (4, 4): phase, bias, amplitude, frequency."""
+    x3 = x.reshape(x.shape[0], 4, x.shape[1] // 4)
+    phase, bias = params[:, 0:1], params[:, 1:2]
+    amp, freq = params[:, 2:3], params[:, 3:4]
+    z = x3 + amp * sin_poly(freq * x3 + phase) + bias
+    return z.reshape(x.shape)
+
+
+def _theta_steps(a: mx.array, r: mx.array, theta: mx.array, steps: int) -> tuple[Any, Any]:
+    """Run ``steps`` Newton/Michelot steps on θ; return θ and whether the active set settled."""
+    count = None
+    prev = None
+    for _ in range(steps + 1):
+        active = a > theta
+        prev, count = count, mx.sum(active, axis=-1, keepdims=True)
+        total = mx.sum(mx.where(active, a, 0), axis=-1, keepdims=True)
+        # θ ← (Σ_{|z|>θ} |z| − r) / #{|z|>θ}; never decreases, so guard against rounding.
+        theta = mx.maximum(theta, (total - r) / mx.maximum(count, 1))
+    return theta, prev == count
+
+
+def _project_graph(z: mx.array, r: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+    """MLX projection on (B, D) with radii (4, 1); returns y, θ and the converged flags."""
+    z3 = z.reshape(z.shape[0], 4, z.shape[1] // 4)
+    n = z3.shape[-1]
+    a = mx.abs(z3)
+    # Step 1: ‖z‖₁, and the maxima of blocks of up to 32 features.
+    l1 = mx.sum(a, axis=-1, keepdims=True)
+    block = next(b for b in (32, 16, 8, 4, 2, 1) if n % b == 0)
+    peaks = mx.max(a.reshape(*a.shape[:-1], n // block, block), axis=-1)
+    # Step 2: θ* = max_j (c_j − r)/j over the sorted prefix sums, so the threshold of
+    # any subset (here the block maxima) is a lower bound; Newton steps on the small
+    # subset problem, started from max|z| − r, stay below it and come close to θ*.
+    top = mx.max(peaks, axis=-1, keepdims=True)
+    theta = mx.maximum(mx.maximum((l1 - r) / n, top - r), 0)
+    theta, _ = _theta_steps(peaks, r, theta, SUBSET_STEPS)
+    # Step 3: Newton steps on all of |z| reach the exact θ once the active set settles.
+    theta, settled = _theta_steps(a, r, theta, NEWTON_STEPS)
+    # Step 4: soft-threshold, leaving quarters inside their ball unchanged.
+    inside = l1 <= r
+    y = mx.where(inside, z3, mx.sign(z3) * mx.maximum(a - theta, 0))
+    return y.reshape(z.shape), theta, mx.logical_or(settled, inside)
+
+
+def _finish(z: mx.array, r: mx.array, theta: mx.array, settled: mx.array) -> mx.array:
+    """Continue Newton steps for quarters that had not settled, then soft-threshold again."""
+    z3 = z.reshape(z.shape[0], 4, z.shape[1] // 4)
+    a = mx.abs(z3)
+    inside = mx.sum(a, axis=-1, keepdims=True) <= r
+    while not bool(mx.all(settled).item()):
+        theta, step_settled = _theta_steps(a, r, theta, 1)
+        settled = mx.logical_or(settled, step_settled)
+        mx.eval(theta, settled)
+    y = mx.where(inside, z3, mx.sign(z3) * mx.maximum(a - theta, 0))
+    return y.reshape(z.shape)
+
+
+def _activate_graph(x: mx.array, params: mx.array, r: mx.array) -> tuple[Any, Any, Any, Any]:
+    """Wave then projection; returns y, z, θ and the converged flags."""
+    z = _wave_graph(x, params)
+    y, theta, settled = _project_graph(z, r)
+    return y, z, theta, settled
+
+
+def _params(profile: Profile) -> tuple[mx.array, mx.array]:
+    """Return the profile's wave parameters (4, 4) and radii (4, 1) as float32 MLX arrays."""
+    table = np.stack(
+        [
+            np.asarray(profile.phases),
+            np.asarray(profile.biases),
+            np.full(4, profile.amplitude),
+            np.full(4, profile.frequency),
+        ],
+        axis=1,
+    ).astype(np.float32)
+    radii = np.asarray(profile.radii, dtype=np.float32)[:, None]
+    return mx.array(table), mx.array(radii)
+
+
+def _run(
+    name: str,
+    graph: Callable[..., Any],
+    x: mx.array,
+    args: tuple[mx.array, ...],
+    profile: Profile,
+    *,
+    chunked: bool,
+) -> tuple[Any, ...]:
+    """Run ``graph`` on ``x`` in the profile's execution mode and evaluate it."""
+    mode = profile.vectorization
+    fn: Callable[..., Any] = graph
+    if mode == "aggressive":
+        signature = (tuple(x.shape), str(x.dtype))
+        fn = _CACHE.get(name, graph, signature, bypass=_drill.cache_thrash(profile))
+    if mode == "conservative" and chunked and x.shape[0] > profile.chunk_rows:
+        parts = []
+        for start in range(0, x.shape[0], profile.chunk_rows):
+            out = fn(x[start : start + profile.chunk_rows], *args)
+            mx.eval(out)
+            parts.append(out)
+        return tuple(mx.concatenate([p[i] for p in parts], axis=0) for i in range(len(parts[0])))
+    out = fn(x, *args)
+    out = out if isinstance(out, tuple) else (out,)
+    mx.eval(out)
+    return tuple(out)
+
+
+def wave_mlx(x: npt.ArrayLike, profile: Profile) -> FloatArray:
+    """Return the MLX wave stage of ``x`` (float32), in the profile's execution mode.
+
+    Examples
+    --------
+    >>> from kernels.profile import canonical_profile
+    >>> p = canonical_profile().replace(vectorization="balanced")
+    >>> [round(float(v), 4) for v in wave_mlx(np.zeros((1, 4)), p)[0]]
+    [0.0, 0.0707, 0.1, 0.0707]
+    """
+    xm = mx.array(_check_x(x).astype(np.float32))
+    params, _ = _params(profile)
+    (z,) = _run("wave", _wave_graph, xm, (params,), profile, chunked=True)
+    return np.array(z)
+
+
+def project_mlx(z: npt.ArrayLike, profile: Profile) -> FloatArray:
+    """Return the MLX projection of each quarter of ``z`` onto its ball (float32, exact θ).
+
+    Examples
+    --------
+    >>> from kernels.profile import canonical_profile
+    >>> p = canonical_profile().replace(radii=(1, 1, 1, 1), vectorization="balanced")
+    >>> project_mlx([[3.0, 1.0, 0.0, 0.0]], p).tolist()
+    [[1.0, 1.0, 0.0, 0.0]]
+    """
+    zm = mx.array(_check_x(z, "z").astype(np.float32))
+    _, r = _params(profile)
+    y, theta, settled = _run("project", _project_graph, zm, (r,), profile, chunked=True)
+    if not bool(mx.all(settled).item()):
+        y = _finish(zm, r, theta, settled)
+        mx.eval(y)
+    return np.array(y)
+
+
+def activate_mlx(x: npt.ArrayLike, profile: Profile) -> FloatArray:
+    """Return the octahedron activation of ``x`` computed by MLX in float32.
+
+    Honours the profile's execution mode and its drill knobs (crash, hang,
+    slow_factor repetitions, cache_thrash, batch_scale).
+
+    Parameters
+    ----------
+    x : array_like, shape (B, D)
+        Finite real input, D divisible by 4; computed in float32.
+    profile : Profile
+        Radii, wave parameters and execution mode.
+
+    Returns
+    -------
+    ndarray, shape (B, D), float32
+
+    Examples
+    --------
+    >>> from kernels.profile import canonical_profile
+    >>> x = np.random.default_rng(0).standard_normal((4, 16))
+    >>> p = canonical_profile()
+    >>> bool(np.allclose(activate_mlx(x, p), activate_reference(x, p), atol=1e-5))
+    True
+    """
+    _drill.enter_drill(profile)
+    x_np = _check_x(x).astype(np.float32)
+    rows = x_np.shape[0]
+    scale = _drill.batch_scale(profile)
+    if scale > 1:
+        x_np = np.tile(x_np, (scale, 1))
+    xm = mx.array(x_np)
+    params, r = _params(profile)
+    y: mx.array | None = None
+    for _ in range(_drill.repetitions(profile)):
+        y, z, theta, settled = _run(
+            "activate", _activate_graph, xm, (params, r), profile, chunked=scale == 1
+        )
+        if not bool(mx.all(settled).item()):
+            y = _finish(z, r, theta, settled)
+            mx.eval(y)
+    assert y is not None
+    return np.array(y[:rows])
+
+
+def make_inputs(
+    rng: np.random.Generator, rows: int, profile: Profile, *, features: int = 1024
+) -> FloatArray:
+    """Return seeded float32 inputs of shape (rows, features), standard normal.
+
+    Examples
+    --------
+    >>> from kernels.profile import canonical_profile
+    >>> make_inputs(np.random.default_rng(0), 3, canonical_profile(), features=8).shape
+    (3, 8)
+    """
+    del profile  # the inputs do not depend on the profile
+    return rng.standard_normal((rows, features)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def _quarter_l1(y: npt.ArrayLike) -> FloatArray:
+    """Return ‖y_q‖₁ per row and quarter, in float64, shape (B, 4)."""
+    return np.asarray(np.abs(_quarters(np.asarray(y, dtype=np.float64))).sum(axis=-1))
+
+
+def geometric_ratio_drift(
+    profile: Profile, rng: np.random.Generator, *, rows: int = 64, features: int = 1024
+) -> float:
+    """Return max |‖y_{q+1}‖₁/‖y_q‖₁ ÷ canonical ratio − 1| over rows outside every ball.
+
+    The activation runs through the MLX kernel; rows where some quarter lies
+    inside its ball are skipped (their ratio is not fixed by the radii).
+
+    Examples
+    --------
+    >>> from kernels.profile import canonical_profile
+    >>> p = canonical_profile()
+    >>> geometric_ratio_drift(p, np.random.default_rng(0), rows=8, features=64) < 1e-5
+    True
+    >>> bad = p.replace(radii=(1.0, 1.125 * 1.01, 1.35, 1.51875))
+    >>> round(geometric_ratio_drift(bad, np.random.default_rng(0), rows=8, features=64), 4)
+    0.01
+    """
+    x = make_inputs(rng, rows, profile, features=features)
+    z_l1 = _quarter_l1(wave_reference(x, profile))
+    y_l1 = _quarter_l1(activate_mlx(x, profile))
+    outside = np.all(z_l1 > np.asarray(profile.radii), axis=1)
+    if not np.any(outside):
+        raise ValueError("no row has every quarter outside its ball; use more features")
+    measured = y_l1[outside, 1:] / y_l1[outside, :-1]
+    return float(np.max(np.abs(measured / np.asarray(profile.canonical_ratios) - 1)))
+
+
+def phase_drift(profile: Profile) -> float:
+    """Return the largest |φ_q − q·π/4| (radians, wrapped) measured on the MLX wave stage.
+
+    Probing at x = ±h with ω·h = π/4 gives ``z(h) + z(−h) − 2b = 2a·sin φ·cos(ωh)``
+    and ``z(h) − z(−h) − 2h = 2a·cos φ·sin(ωh)``, with equal cos and sin, so
+    ``φ = atan2`` of the two. The profile's own biases are subtracted.
+
+    Examples
+    --------
+    >>> from kernels.profile import canonical_profile
+    >>> phase_drift(canonical_profile()) < 1e-5
+    True
+    >>> bad = canonical_profile().replace(phases=(0.0, 0.8, math.pi / 2, 3 * math.pi / 4))
+    >>> round(phase_drift(bad), 4)
+    0.0146
+    """
+    if profile.amplitude <= 0 or profile.frequency == 0:
+        raise ValueError("phase_drift needs amplitude > 0 and frequency != 0")
+    h = math.pi / (4 * abs(profile.frequency))
+    x = np.repeat(np.array([[h], [-h]], dtype=np.float32), 8, axis=1)
+    z = _quarters(wave_mlx(x, profile).astype(np.float64)).mean(axis=-1)
+    biases = np.asarray(profile.biases)
+    plus = z[0] + z[1] - 2 * biases
+    minus = z[0] - z[1] - 2 * float(np.float32(h))
+    if profile.frequency < 0:
+        minus = -minus
+    phi = np.arctan2(plus, minus)
+    target = np.arange(4) * math.pi / 4
+    wrapped = np.angle(np.exp(1j * (phi - target)))
+    return float(np.max(np.abs(wrapped)))
+
+
+def _random_outside(
+    rng: np.random.Generator, rows: int, features: int, profile: Profile
+) -> FloatArray:
+    """Return (rows, features) float32 points, scaled so most quarters lie outside their ball."""
+    return (rng.standard_normal((rows, features)) * 2).astype(np.float32)
+
+
+def containment_violation(
+    profile: Profile, rng: np.random.Generator, *, rows: int = 64, features: int = 256
+) -> float:
+    """Return max over quarters of ‖y_q‖₁/r_q − 1 (≤ 1e-6 when healthy; negative inside).
+
+    >>> from kernels.profile import canonical_profile
+    >>> containment_violation(canonical_profile(), np.random.default_rng(0), rows=4) <= 1e-6
+    True
+    """
+    y = activate_mlx(make_inputs(rng, rows, profile, features=features), profile)
+    return float(np.max(_quarter_l1(y) / np.asarray(profile.radii) - 1))
+
+
+def idempotence_error(
+    profile: Profile, rng: np.random.Generator, *, rows: int = 64, features: int = 256
+) -> float:
+    """Return max |P(P(z)) − P(z)| / max(1, max|P(z)|) for the MLX projection (≤ 1e-6).
+
+    >>> from kernels.profile import canonical_profile
+    >>> idempotence_error(canonical_profile(), np.random.default_rng(0), rows=4) <= 1e-6
+    True
+    """
+    z = _random_outside(rng, rows, features, profile)
+    y = project_mlx(z, profile)
+    yy = project_mlx(y, profile)
+    return float(np.max(np.abs(yy - y)) / max(1.0, float(np.max(np.abs(y)))))
+
+
+def signed_permutation(
+    rng: np.random.Generator, features: int
+) -> tuple[npt.NDArray[np.intp], FloatArray]:
+    """Return (index, signs) of a random signed permutation acting inside each quarter.
+
+    Applying it: ``S·z = z[:, index] * signs``.
+    """
+    n = features // 4
+    index = np.concatenate([q * n + rng.permutation(n) for q in range(4)])
+    signs = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=features)
+    return index, signs
+
+
+def symmetry_error(
+    profile: Profile, rng: np.random.Generator, *, rows: int = 64, features: int = 256
+) -> float:
+    """Return max |P(S·z) − S·P(z)| for a random signed permutation S (≤ 1e-6).
+
+    >>> from kernels.profile import canonical_profile
+    >>> symmetry_error(canonical_profile(), np.random.default_rng(0), rows=4) <= 1e-6
+    True
+    """
+    z = _random_outside(rng, rows, features, profile)
+    index, signs = signed_permutation(rng, features)
+    left = project_mlx(z[:, index] * signs, profile)
+    right = project_mlx(z, profile)[:, index] * signs
+    return float(np.max(np.abs(left - right)))
+
+
+def nonexpansiveness_violation(
+    profile: Profile, rng: np.random.Generator, *, rows: int = 64, features: int = 256
+) -> float:
+    """Return max over quarters of ‖P(a) − P(b)‖₂ / ‖a − b‖₂ − 1 (≤ 1e-6 when healthy).
+
+    >>> from kernels.profile import canonical_profile
+    >>> nonexpansiveness_violation(canonical_profile(), np.random.default_rng(0), rows=4) <= 1e-6
+    True
+    """
+    a = _random_outside(rng, rows, features, profile)
+    b = (a + 0.1 * rng.standard_normal(a.shape)).astype(np.float32)
+    pa = _quarters(project_mlx(a, profile).astype(np.float64))
+    pb = _quarters(project_mlx(b, profile).astype(np.float64))
+    gap = np.linalg.norm(_quarters(a.astype(np.float64) - b), axis=-1)
+    return float(np.max(np.linalg.norm(pa - pb, axis=-1) / gap - 1))
+
+
+def reference_error(
+    profile: Profile, rng: np.random.Generator, *, rows: int = 64, features: int = 1024
+) -> float:
+    """Return max |y_mlx − y_float64| of the whole activation (≤ 1e-5 when healthy).
+
+    >>> from kernels.profile import canonical_profile
+    >>> reference_error(canonical_profile(), np.random.default_rng(0), rows=4) <= 1e-5
+    True
+    """
+    x = make_inputs(rng, rows, profile, features=features)
+    return float(np.max(np.abs(activate_mlx(x, profile) - activate_reference(x, profile))))
