@@ -78,7 +78,6 @@ class TierSettings:
     window_s: float = 3600.0
     catch_up_grace_s: float = 6 * 3600.0
     checks: tuple[str, ...] = ()
-    unhealthy_after: int = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -292,7 +291,6 @@ def _validate(config: Config, source: str) -> None:
         positive(f"{key}.window_s", tier.window_s)
         if tier.catch_up_grace_s < 0:
             raise ConfigError("must be >= 0", source=source, key=f"{key}.catch_up_grace_s")
-        positive(f"{key}.unhealthy_after", tier.unhealthy_after)
         _validate_cron(tier.cron, source, f"{key}.cron")
         for i, check in enumerate(tier.checks):
             if not check:

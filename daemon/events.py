@@ -214,6 +214,7 @@ class CheckStarted(Event):
     check: str
     pid: int
     deadline_s: float
+    seed: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

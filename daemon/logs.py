@@ -1,0 +1,88 @@
+"""Structured logging: configured once by the entry point; a bus subscriber that logs events.
+
+JSON lines when stderr is not a terminal (journald and log shippers read them), readable
+console output on a terminal. Event names are snake_case with context as key/value pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Final, TextIO, final
+
+import structlog
+
+from daemon.events import (
+    CheckCrashed,
+    CheckTimedOut,
+    ConfigRejected,
+    EmergencyAborted,
+    Event,
+    RecoveryFailed,
+    RecoveryIneffective,
+    RunMissed,
+    ThresholdCrossed,
+)
+
+_LEVELS: Final = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_WARNING_EVENTS: Final = (
+    CheckTimedOut,
+    CheckCrashed,
+    ConfigRejected,
+    RunMissed,
+    ThresholdCrossed,
+    RecoveryIneffective,
+)
+_ERROR_EVENTS: Final = (RecoveryFailed, EmergencyAborted)
+_CAMEL: Final = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Configure structlog for the whole process; call once, from the entry point."""
+    out = stream if stream is not None else sys.stderr
+    use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=_LEVELS[level], stream=out, format="%(name)s %(message)s")
+
+
+def snake_case(name: str) -> str:
+    """``CheckTimedOut`` → ``check_timed_out``."""
+    return _CAMEL.sub("_", name).lower()
+
+
+@final
+class LogSink:
+    """Logs every event at a level that fits it; measurements are left to telemetry."""
+
+    def __init__(self) -> None:
+        self._log = structlog.get_logger("kernelwatch.events")
+        self._names: dict[str, str] = {}
+
+    def __call__(self, event: Event) -> None:
+        name = self._names.get(event.type_name)
+        if name is None:
+            name = self._names[event.type_name] = snake_case(event.type_name)
+        payload = event.payload()
+        payload.pop("measurements", None)
+        payload["seq"] = event.seq
+        if isinstance(event, _ERROR_EVENTS):
+            self._log.error(name, **payload)
+        elif isinstance(event, _WARNING_EVENTS):
+            self._log.warning(name, **payload)
+        else:
+            self._log.info(name, **payload)
