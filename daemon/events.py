@@ -47,8 +47,9 @@ class Event:
     type_name: ClassVar[str] = "Event"
     registry: ClassVar[dict[str, type[Event]]] = {}
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
+    def __init_subclass__(cls) -> None:
+        # No super() call: slots=True rebuilds each class, which breaks zero-argument super,
+        # and object.__init_subclass__ does nothing. The rebuilt class registers last.
         cls.type_name = cls.__name__
         Event.registry[cls.__name__] = cls
 
