@@ -227,6 +227,7 @@ class CheckCompleted(Event):
     peak_rss_bytes: int
     measurements: tuple[Measurement, ...]
     notes: tuple[str, ...] = ()
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
