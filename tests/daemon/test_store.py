@@ -254,7 +254,8 @@ def _start_daemon(path: Path, clock: FakeClock) -> tuple[StateStore, list[CatchU
     for i, item in enumerate(plan):
         if isinstance(item, CatchUp):
             occ = item.occurrence
-            store.record_scheduled(occ.tier, occ.scheduled_for, f"catch-{now.isoformat()}-{i}", "catch_up")
+            run_id = f"catch-{now.isoformat()}-{i}"
+            store.record_scheduled(occ.tier, occ.scheduled_for, run_id, "catch_up")
     return store, plan
 
 
