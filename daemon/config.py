@@ -232,8 +232,8 @@ def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
     if origin in (Mapping, dict) or tp is Mapping:
         if not isinstance(value, dict):
             raise ConfigError(f"expected a table, got {value!r}", source=source, key=key)
-        args = get_args(tp)
-        val_tp = args[1] if args else Any
+        mapping_args = get_args(tp)
+        val_tp = mapping_args[1] if mapping_args else Any
         if val_tp is Any:
             return types.MappingProxyType(dict(value))
         return types.MappingProxyType(
@@ -292,8 +292,8 @@ def _validate(config: Config, source: str) -> None:
         if tier.catch_up_grace_s < 0:
             raise ConfigError("must be >= 0", source=source, key=f"{key}.catch_up_grace_s")
         _validate_cron(tier.cron, source, f"{key}.cron")
-        for i, check in enumerate(tier.checks):
-            if not check:
+        for i, check_name in enumerate(tier.checks):
+            if not check_name:
                 raise ConfigError("empty check name", source=source, key=f"{key}.checks[{i}]")
     for name, check in config.checks.items():
         if check.timeout_s < 0:
