@@ -33,8 +33,11 @@ from daemon.clock import Clock, SystemClock, ensure_utc
 from daemon.errors import StateError
 
 SCHEMA_VERSION: Final = 1
-# Triggers whose runs stand for a cron occurrence; manual and verify runs do not count.
-SCHEDULED_TRIGGERS: Final = ("cron", "catch_up")
+# Triggers whose rows stand for a handled cron occurrence: run, caught up, or reported missed
+# (so a restart neither runs nor reports it again). Manual and verify runs do not count.
+SCHEDULED_TRIGGERS: Final = ("cron", "catch_up", "missed")
+# Rows with this trigger bookkeep a RunMissed; they never run, so they are never incomplete.
+MISSED_TRIGGER: Final = "missed"
 _ORIGIN_NAMESPACE: Final = "schedule.origin"
 
 # Migration N brings a database from version N-1 to N.
@@ -193,7 +196,7 @@ class StateStore:
     def last_scheduled(
         self, tier: str, triggers: Collection[str] = SCHEDULED_TRIGGERS
     ) -> datetime | None:
-        """The latest ``scheduled_for`` of the tier's runs by ``triggers`` (cron and catch-up)."""
+        """The latest ``scheduled_for`` among the tier's rows by ``triggers``."""
         marks = ",".join("?" * len(triggers))
         rows = self._query(
             f"SELECT MAX(scheduled_for) FROM runs WHERE tier = ? AND trigger IN ({marks})",  # noqa: S608 -- only placeholders are interpolated
@@ -218,8 +221,13 @@ class StateStore:
         return _run_row(rows[0]) if rows else None
 
     def incomplete_runs(self) -> list[RunRow]:
-        """Runs queued or started but never completed (the daemon stopped or was killed)."""
-        rows = self._query(f"{_RUN_SELECT} WHERE completed IS NULL ORDER BY id")
+        """Runs queued or started but never completed (the daemon stopped or was killed).
+
+        Rows bookkeeping a missed occurrence (trigger ``"missed"``) are not runs and are left out.
+        """
+        rows = self._query(
+            f"{_RUN_SELECT} WHERE completed IS NULL AND trigger != ? ORDER BY id", (MISSED_TRIGGER,)
+        )
         return [_run_row(row) for row in rows]
 
     def catch_up_baseline(self, tier: str, now: datetime) -> datetime | None:

@@ -227,7 +227,7 @@ def test_unknown_run_id_is_an_error(store: StateStore) -> None:
 
 
 def test_last_scheduled_ignores_manual_runs(store: StateStore) -> None:
-    """Only cron and catch-up runs stand for a cron occurrence."""
+    """Only cron, catch-up and missed rows stand for a cron occurrence."""
     store.record_scheduled("daily", utc(2026, 1, 1, 1), "r1", "cron")
     store.record_scheduled("daily", utc(2026, 1, 3, 9), "r2", "manual")
     assert store.last_scheduled("daily") == utc(2026, 1, 1, 1)
@@ -304,3 +304,32 @@ def test_first_start_then_missed_occurrence_is_caught_up(db_path: Path) -> None:
     store, plan = _start_daemon(db_path, clock)
     store.close()
     assert [type(p) for p in plan] == [CatchUp]
+
+
+def test_missed_runs_count_as_handled_but_not_incomplete(store: StateStore) -> None:
+    """A bookkept RunMissed moves the catch-up baseline and is never an incomplete run."""
+    store.record_scheduled("daily", utc(2026, 1, 1, 1), "r1", "cron")
+    store.record_completed("r1", utc(2026, 1, 1, 1, 5), "ok", succeeded=True)
+    store.record_scheduled("daily", utc(2026, 1, 2, 1), "m1", "missed")
+    assert store.last_scheduled("daily") == utc(2026, 1, 2, 1)
+    assert store.incomplete_runs() == []
+
+
+def test_missed_beyond_grace_is_reported_once_across_restarts(db_path: Path) -> None:
+    """Once a Missed is bookkept, the next restart does not report it again."""
+    clock = FakeClock(utc(2026, 11, 21, 1))
+    with StateStore.open(db_path, clock=clock) as store:
+        store.record_scheduled("daily", clock.now(), "r-21", "cron")
+    clock.set(utc(2026, 11, 22, 9))
+    with StateStore.open(db_path, clock=clock) as store:
+        now = clock.now()
+        plan = plan_catch_up(
+            {"daily": DAILY}, {"daily": store.catch_up_baseline("daily", now)}, now
+        )
+        assert [type(p) for p in plan] == [Missed]
+        store.record_scheduled("daily", plan[0].scheduled_for, "m-22", "missed")
+    clock.advance(60)
+    with StateStore.open(db_path, clock=clock) as store:
+        now = clock.now()
+        last = {"daily": store.catch_up_baseline("daily", now)}
+        assert plan_catch_up({"daily": DAILY}, last, now) == []
