@@ -45,6 +45,7 @@ __all__ = [
     "MetricValidation",
     "QFICache",
     "cache_stats",
+    "disjoint_distance_error",
     "fisher_metric",
     "fisher_metric_dense",
     "fisher_rao_mlx",
@@ -52,12 +53,18 @@ __all__ = [
     "fisher_rao_pairs_reference",
     "fisher_rao_reference",
     "make_inputs",
+    "max_error",
+    "metric_min_eigenvalue",
+    "metric_quadratic_form_error",
+    "metric_symmetric_error",
     "natural_sparsity",
+    "pure_state_qfi_error",
     "qfi_mlx",
     "qfi_reference",
     "reset_cache_stats",
     "run_mlx",
     "run_reference",
+    "self_distance",
     "validate_metric",
 ]
 
@@ -601,3 +608,27 @@ def metric_quadratic_form_error(profile: Profile, rng: np.random.Generator) -> f
     del profile
     _, validation = fisher_metric(rng.standard_normal((8, 16)) * 3, rng)
     return validation.quadratic_form_error
+
+
+def metric_symmetric_error(profile: Profile, rng: np.random.Generator) -> float:
+    """Return max |G − Gᵀ| of the held form of a random 8×16 softmax metric (≤ 1e-12).
+
+    >>> from kernels.profile import canonical_profile
+    >>> metric_symmetric_error(canonical_profile(), np.random.default_rng(0))
+    0.0
+    """
+    del profile
+    _, validation = fisher_metric(rng.standard_normal((8, 16)) * 3, rng)
+    return validation.symmetric_error
+
+
+def metric_min_eigenvalue(profile: Profile, rng: np.random.Generator) -> float:
+    """Return the smallest eigenvalue of a random 8×16 softmax metric (≥ −1e-8).
+
+    >>> from kernels.profile import canonical_profile
+    >>> metric_min_eigenvalue(canonical_profile(), np.random.default_rng(0)) >= -1e-8
+    True
+    """
+    del profile
+    _, validation = fisher_metric(rng.standard_normal((8, 16)) * 3, rng)
+    return validation.min_eigenvalue

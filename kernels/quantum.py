@@ -21,6 +21,7 @@ runs them all for the monthly tier.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ from kernels.profile import QUANTUM_PRECISIONS, Profile
 
 __all__ = [
     "QuantumInputs",
+    "coherence_invariant",
     "coherence_measurements",
     "evolve_mlx",
     "evolve_reference",
@@ -359,3 +361,19 @@ def coherence_measurements(
         "l1_coherence": float(np.mean(l1_coherence(out))),
         "l1_coherence_error": float(np.max(np.abs(l1_coherence(out) - l1_coherence(ref)))),
     }
+
+
+def coherence_invariant(key: str) -> Callable[[np.random.Generator, Profile], float]:
+    """Return an invariant ``(rng, profile) -> float`` reading one key of the measurements.
+
+    >>> from kernels.profile import canonical_profile
+    >>> coherence_invariant("trace_error")(np.random.default_rng(0), canonical_profile()) < 1e-6
+    True
+    """
+
+    def invariant(rng: np.random.Generator, profile: Profile) -> float:
+        return coherence_measurements(profile, rng)[key]
+
+    invariant.__doc__ = f"Return ``{key}`` of :func:`coherence_measurements` on a seeded batch."
+    invariant.__name__ = key
+    return invariant
