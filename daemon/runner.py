@@ -161,6 +161,7 @@ class _Run:
         self.stderr_tail = bytearray()
         self.exited = threading.Event()
         self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)  # a full wake pipe is awake enough; never block
         self._closed = False
         self._wake_lock = threading.Lock()  # no write to wake_w after close (fd reuse)
         self.selector = selectors.DefaultSelector()
@@ -372,6 +373,11 @@ class CheckRunner:
                 self._on_start(proc.pid)
             return self._supervise(child, request, start=start, deadline_s=deadline_s)
         finally:
+            if proc.returncode is None:
+                # Only reached when on_start or supervision raised: never leave the child.
+                _kill_group(proc.pid, signal.SIGKILL)
+                child.exited.wait(_REAP_S)
+                child.reap()
             with self._lock:
                 self._current = None
             child.close()

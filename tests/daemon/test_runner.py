@@ -226,3 +226,18 @@ def test_request_round_trips_through_its_record(tmp_path: Path) -> None:
     """A ChildRequest read back from its record equals the original."""
     original = request(tmp_path, "quick", "Quick")
     assert ChildRequest.from_record(original.to_record()) == original
+
+
+def test_failing_on_start_callback_leaves_no_child(tmp_path: Path) -> None:
+    """If the ``on_start`` callback raises, the error propagates and the child is killed."""
+    pids: list[int] = []
+
+    def explode(pid: int) -> None:
+        pids.append(pid)
+        raise RuntimeError("callback failed")
+
+    runner = CheckRunner(kill_grace_s=0.5, on_start=explode)
+    with pytest.raises(RuntimeError, match="callback failed"):
+        runner.run(request(tmp_path, "sleep_forever", "SleepForever"), deadline_s=60)
+    assert runner.running_pid is None
+    assert wait_until_gone(pids[0])
