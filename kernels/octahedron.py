@@ -242,9 +242,10 @@ def _theta_steps(a: mx.array, r: mx.array, theta: mx.array, steps: int) -> tuple
     for _ in range(steps + 1):
         active = a > theta
         prev, count = count, mx.sum(active, axis=-1, keepdims=True)
-        total = mx.sum(mx.where(active, a, 0), axis=-1, keepdims=True)
-        # θ ← (Σ_{|z|>θ} |z| − r) / #{|z|>θ}; never decreases, so guard against rounding.
-        theta = mx.maximum(theta, (total - r) / mx.maximum(count, 1))
+        excess = mx.sum(mx.maximum(a - theta, 0), axis=-1, keepdims=True)
+        # θ ← θ + (Σ max(|z| − θ, 0) − r) / #{|z| > θ}: Michelot's (Σ_{|z|>θ} |z| − r)/#,
+        # written as a correction so that float32 rounding scales with r, not with ‖z‖₁.
+        theta = mx.maximum(theta, theta + (excess - r) / mx.maximum(count, 1))
     return theta, prev == count
 
 
