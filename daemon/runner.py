@@ -328,8 +328,18 @@ class CheckRunner:
             self._cancelled = True
             self._current.wake()
 
-    def run(self, request: ChildRequest, *, deadline_s: float) -> ChildOutcome:
-        """Run ``request`` in a fresh child, killing its group after ``deadline_s`` seconds."""
+    def run(
+        self,
+        request: ChildRequest,
+        *,
+        deadline_s: float,
+        on_start: Callable[[int], None] | None = None,
+    ) -> ChildOutcome:
+        """Run ``request`` in a fresh child, killing its group after ``deadline_s`` seconds.
+
+        ``on_start``, when given, is called for this run instead of the constructor's.
+        """
+        notify = on_start if on_start is not None else self._on_start
         start = time.monotonic()
         try:
             body = json.dumps(request.to_record(), allow_nan=False)
@@ -369,8 +379,8 @@ class CheckRunner:
             self._current = child
             self._cancelled = False
         try:
-            if self._on_start is not None:
-                self._on_start(proc.pid)
+            if notify is not None:
+                notify(proc.pid)
             return self._supervise(child, request, start=start, deadline_s=deadline_s)
         finally:
             if proc.returncode is None:
