@@ -241,3 +241,12 @@ def test_failing_on_start_callback_leaves_no_child(tmp_path: Path) -> None:
         runner.run(request(tmp_path, "sleep_forever", "SleepForever"), deadline_s=60)
     assert runner.running_pid is None
     assert wait_until_gone(pids[0])
+
+
+def test_per_run_on_start_is_called_with_the_pid(runner: CheckRunner, tmp_path: Path) -> None:
+    """A per-run ``on_start`` callback receives the pid of that run's child."""
+    pids: list[int] = []
+    outcome = runner.run(request(tmp_path, "quick", "Quick"), deadline_s=30, on_start=pids.append)
+    assert isinstance(outcome, ChildCompleted), outcome
+    assert len(pids) == 1
+    assert pids[0] > 0
