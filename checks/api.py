@@ -19,8 +19,17 @@ TIERS: tuple[str, ...] = ("daily", "weekly", "monthly", "quarterly")
 
 # Measurement names carry their unit as a suffix, as Prometheus metric names do.
 UNIT_SUFFIXES: tuple[str, ...] = (
-    "seconds", "bytes", "ratio", "radians", "count", "per_second", "total", "score",
-    "distance", "pvalue", "bool",
+    "seconds",
+    "bytes",
+    "ratio",
+    "radians",
+    "count",
+    "per_second",
+    "total",
+    "score",
+    "distance",
+    "pvalue",
+    "bool",
 )
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _LABEL = re.compile(r"^[a-z_][a-z0-9_]*$")

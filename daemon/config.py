@@ -209,7 +209,9 @@ def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
                     source=source,
                     key=_join(key, name),
                 )
-        kwargs = {name: _convert(hints[name], v, source, _join(key, name)) for name, v in value.items()}
+        kwargs = {
+            name: _convert(hints[name], v, source, _join(key, name)) for name, v in value.items()
+        }
         try:
             return tp(**kwargs)
         except TypeError as exc:
@@ -313,7 +315,9 @@ def _validate(config: Config, source: str) -> None:
         if rule.warn is None and rule.crit is None:
             raise ConfigError("a rule needs warn, crit or both", source=source, key=key)
         if rule.warn is not None and rule.crit is not None:
-            ordered = rule.crit >= rule.warn if rule.direction == "above" else rule.crit <= rule.warn
+            ordered = (
+                rule.crit >= rule.warn if rule.direction == "above" else rule.crit <= rule.warn
+            )
             if not ordered:
                 raise ConfigError(
                     f"crit {rule.crit} is less severe than warn {rule.warn} "

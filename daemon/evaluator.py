@@ -166,7 +166,9 @@ class Evaluator:
                     effective = level
                 else:
                     key = series_key(rule, measurement)
-                    effective, event = self._step(key, rule, measurement, level, run_id, tier, check)
+                    effective, event = self._step(
+                        key, rule, measurement, level, run_id, tier, check
+                    )
                     touched.append(key)
                     if event is not None:
                         events.append(event)
@@ -213,7 +215,10 @@ class Evaluator:
             return state.open_level, None
         state.passes = 0
         state.breaches += 1
-        if state.breaches >= rule.raise_after and _LEVEL_RANK[level] > _LEVEL_RANK[state.open_level]:
+        if (
+            state.breaches >= rule.raise_after
+            and _LEVEL_RANK[level] > _LEVEL_RANK[state.open_level]
+        ):
             state.open_level = level
             threshold = rule.crit if level == "critical" else rule.warn
             return level, ThresholdCrossed(

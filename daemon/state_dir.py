@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +42,7 @@ class StateLayout:
         try:
             for folder in (self.root, self.telemetry, self.checkpoints, self.active, self.reports):
                 folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-                os.chmod(folder, DIR_MODE)
+                folder.chmod(DIR_MODE)
         except OSError as exc:
             raise StateError(f"cannot create state directory {self.root}: {exc}") from exc
 

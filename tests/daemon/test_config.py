@@ -60,9 +60,7 @@ def test_bad_cron_is_refused(tmp_path: Path) -> None:
 
 def test_rules_are_validated(tmp_path: Path) -> None:
     """A rule whose critical level is milder than its warning level is refused."""
-    text = (
-        "[[rules]]\nname='r'\nmeasurement='x_ratio'\nissue='i'\nwarn=0.5\ncrit=0.1\n"
-    )
+    text = "[[rules]]\nname='r'\nmeasurement='x_ratio'\nissue='i'\nwarn=0.5\ncrit=0.1\n"
     with pytest.raises(ConfigError, match=r"rules\[0\]\.crit"):
         load_config(write(tmp_path, text))
 

@@ -20,8 +20,12 @@ DRIFT = Rule(
     clear_after=2,
 )
 CACHE = Rule(
-    name="cache", measurement="cache_efficiency_ratio", issue="cache_miss",
-    direction="below", warn=0.9, crit=0.5,
+    name="cache",
+    measurement="cache_efficiency_ratio",
+    issue="cache_miss",
+    direction="below",
+    warn=0.9,
+    crit=0.5,
 )
 
 
@@ -43,7 +47,9 @@ class MemoryStore:
 
 def drift(value: float, seed: str = "1") -> Measurement:
     return Measurement(
-        name="geometric_ratio_drift_ratio", value=value, unit="ratio",
+        name="geometric_ratio_drift_ratio",
+        value=value,
+        unit="ratio",
         labels={"kernel": "octahedron", "seed": seed},
     )
 
@@ -88,7 +94,11 @@ def test_clears_after_consecutive_passes_and_escalates_once() -> None:
     results = run(Evaluator([DRIFT]), 0.005, 0.005, 0.05, 0.05, 0.0, 0.0)
     kinds = [[(type(e).__name__, getattr(e, "level", "")) for e in r.events] for r in results]
     assert kinds == [
-        [], [("ThresholdCrossed", "warning")], [("ThresholdCrossed", "critical")], [], [],
+        [],
+        [("ThresholdCrossed", "warning")],
+        [("ThresholdCrossed", "critical")],
+        [],
+        [],
         [("ThresholdCleared", "")],
     ]
     assert results[4].status == Status.CRITICAL  # still open until cleared
@@ -134,7 +144,10 @@ def test_stateless_evaluation_judges_by_level_and_keeps_no_state() -> None:
 def test_rule_label_selectors_restrict_matches() -> None:
     """A rule with labels only judges measurements carrying those labels."""
     rule = Rule(
-        name="only_large", measurement="geometric_ratio_drift_ratio", issue="i", warn=0.001,
+        name="only_large",
+        measurement="geometric_ratio_drift_ratio",
+        issue="i",
+        warn=0.001,
         labels={"kernel": "other"},
     )
     (result,) = run(Evaluator([rule]), 0.5)

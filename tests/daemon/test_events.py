@@ -60,8 +60,16 @@ def test_record_round_trips_through_json() -> None:
 def test_non_finite_values_serialise_as_strings() -> None:
     """NaN and infinity never produce invalid JSON."""
     event = ThresholdCrossed(
-        rule="r", issue="i", level="critical", measurement="m_ratio", labels={},
-        value=float("nan"), threshold=float("inf"), tier="t", check="c", run_id="x",
+        rule="r",
+        issue="i",
+        level="critical",
+        measurement="m_ratio",
+        labels={},
+        value=float("nan"),
+        threshold=float("inf"),
+        tier="t",
+        check="c",
+        run_id="x",
     )
     text = json.dumps(event.to_record(), allow_nan=False)
     assert '"nan"' in text and '"inf"' in text
