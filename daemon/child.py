@@ -42,7 +42,7 @@ def _run_check(request: ChildRequest) -> dict[str, Any]:
             )
         record = {"ok": True, "result": result.to_record(), "peak_rss_bytes": peak_rss_of()}
         json.dumps(record, allow_nan=False)  # fail here, with a traceback, not in main
-    except BaseException:  # SystemExit and KeyboardInterrupt from a check are failures too
+    except BaseException:  # noqa: BLE001 - any exit from a check, SystemExit too, is its failure
         return {"ok": False, "error": traceback.format_exc(), "peak_rss_bytes": peak_rss_of()}
     return record
 
