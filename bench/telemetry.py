@@ -8,6 +8,7 @@ measurements, about the size the daily tier publishes; serialisation is included
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
@@ -21,8 +22,10 @@ from daemon.config import TelemetrySettings
 from daemon.events import CheckCompleted, Event
 from daemon.telemetry import TelemetrySink
 
-RECORDS = 100_000
-RUNS = 5
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+RECORDS = 50_000
+RUNS = 3
 LATENCY_EVENTS = 50_000
 TARGET_BUFFERED = 200_000
 TARGET_FSYNC_1000 = 100_000
@@ -102,9 +105,26 @@ def publish_latency() -> tuple[float, float]:
     return statistics.median(samples) / 1e9, samples[int(len(samples) * 0.99)] / 1e9
 
 
+def serialisation_cost(events: list[Event]) -> tuple[float, float]:
+    """Median seconds per record of ``to_record()`` and of encoding it: the sink's floor."""
+    records = [event.to_record() for event in events]
+    to_record, encode = [], []
+    for _ in range(RUNS):
+        began = time.perf_counter()
+        for event in events:
+            event.to_record()
+        to_record.append((time.perf_counter() - began) / len(events))
+        began = time.perf_counter()
+        for record in records:
+            _ENCODER.encode(record)
+        encode.append((time.perf_counter() - began) / len(records))
+    return statistics.median(to_record), statistics.median(encode)
+
+
 def telemetry_table() -> str:
     """Run the telemetry benchmarks and return them as a text table with targets."""
     events = _stamped_events(RECORDS)
+    to_record_s, encode_s = serialisation_cost(events)
     buffered = records_per_second(BUFFERED, events)
     synced = records_per_second(FSYNC_EVERY_1000, events)
     median, p99 = publish_latency()
@@ -121,6 +141,8 @@ def telemetry_table() -> str:
             f">= {TARGET_FSYNC_1000:,}",
             synced >= TARGET_FSYNC_1000,
         ),
+        ("  of which Event.to_record(), per record", f"{to_record_s * 1e6:.1f} us", "", True),
+        ("  of which json encode (1.2 KB), per record", f"{encode_s * 1e6:.1f} us", "", True),
         ("publish -> telemetry sink, median", f"{median * 1e6:.1f} us", "", True),
         (
             "publish -> telemetry sink, p99",
