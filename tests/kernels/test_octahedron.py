@@ -1,0 +1,315 @@
+"""Tests of the octahedron activation: oracle agreement, KERNELS.md invariants, modes, drills."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import scipy.optimize
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels import octahedron as o
+from kernels.profile import Profile, canonical_profile
+from tests.kernels.conftest import Backend
+from tests.strategies import arrays_like, profiles, quarter_arrays, radii
+
+PROPERTY = settings(max_examples=40, deadline=None)
+CANONICAL = canonical_profile()
+
+
+def _quarter_l1(y: Any) -> Any:
+    """‖y_q‖₁ per row and quarter in float64."""
+    y = np.asarray(y, dtype=np.float64)
+    return np.abs(y.reshape(y.shape[0], 4, -1)).sum(axis=-1)
+
+
+def _with_radii(r: tuple[float, ...]) -> Profile:
+    """The canonical profile in balanced mode with radii ``r``."""
+    return CANONICAL.replace(radii=r, vectorization="balanced")
+
+
+@PROPERTY
+@given(x=quarter_arrays(), profile=profiles())
+def test_activation_matches_float64_oracle(backend: Backend, x: Any, profile: Profile) -> None:
+    """Each float32 implementation agrees with the float64 oracle within its rounding bound."""
+    got = backend.activate(x, profile)
+    want = o.activate_reference(x, profile)
+    magnitude = float(np.max(np.abs(x), initial=0)) + profile.amplitude + 1
+    assert got.shape == x.shape
+    assert np.max(np.abs(got - want)) <= backend.rounding(x.shape[1] // 4, magnitude)
+
+
+@PROPERTY
+@given(z=quarter_arrays(), r=radii())
+def test_projection_is_contained(backend: Backend, z: Any, r: tuple[float, ...]) -> None:
+    """Containment: ‖y_q‖₁ ≤ r_q·(1 + 1e-6) plus the float32 rounding of θ."""
+    y = backend.project(z, _with_radii(r))
+    n = z.shape[1] // 4
+    slack = np.asarray(r) * 1e-6 + 4 * n * float(np.finfo(np.float32).eps) * np.max(
+        np.abs(z), initial=1
+    )
+    assert np.all(_quarter_l1(y) <= np.asarray(r) + slack)
+
+
+@PROPERTY
+@given(z=quarter_arrays(), r=radii())
+def test_projection_is_idempotent(backend: Backend, z: Any, r: tuple[float, ...]) -> None:
+    """Idempotence: projecting y again changes it by at most 1e-6 relative (plus rounding)."""
+    profile = _with_radii(r)
+    y = backend.project(z, profile)
+    yy = backend.project(y, profile)
+    scale = max(1.0, float(np.max(np.abs(y), initial=0)))
+    n = z.shape[1] // 4
+    assert np.max(np.abs(yy - y)) <= 1e-6 * scale + backend.rounding(n, float(np.max(r)))
+
+
+@PROPERTY
+@given(z=quarter_arrays(), r=radii(), seed=st.integers(0, 2**32 - 1))
+def test_projection_has_octahedral_symmetry(
+    backend: Backend, z: Any, r: tuple[float, ...], seed: int
+) -> None:
+    """Symmetry: P(S·z) = S·P(z) for a signed permutation S inside each quarter."""
+    profile = _with_radii(r)
+    index, signs = o.signed_permutation(np.random.default_rng(seed), z.shape[1])
+    left = backend.project(z[:, index] * signs, profile)
+    right = backend.project(z, profile)[:, index] * signs
+    magnitude = float(np.max(np.abs(z), initial=0))
+    assert np.max(np.abs(left - right)) <= backend.rounding(z.shape[1] // 4, magnitude)
+
+
+@PROPERTY
+@given(data=st.data(), r=radii())
+def test_projection_is_nonexpansive(backend: Backend, data: st.DataObject, r: Any) -> None:
+    """Non-expansiveness: ‖P(a) − P(b)‖₂ ≤ ‖a − b‖₂·(1 + 1e-6) plus rounding."""
+    a = data.draw(quarter_arrays())
+    b = data.draw(arrays_like(a), label="b")
+    profile = _with_radii(r)
+    quarters = (a.shape[0], 4, -1)
+    pa = backend.project(a, profile).astype(np.float64).reshape(quarters)
+    pb = backend.project(b, profile).astype(np.float64).reshape(quarters)
+    gap = np.linalg.norm(a.astype(np.float64).reshape(quarters) - b.reshape(quarters), axis=-1)
+    n = a.shape[1] // 4
+    magnitude = float(max(np.max(np.abs(a)), np.max(np.abs(b))))
+    slack = 2 * math.sqrt(n) * backend.rounding(n, magnitude)
+    assert np.all(np.linalg.norm(pa - pb, axis=-1) <= gap * (1 + 1e-6) + slack)
+
+
+@PROPERTY
+@given(x=quarter_arrays(elements=st.floats(-3, 3, width=32)), seed=st.integers(0, 2**32 - 1))
+def test_ratio_preserved_outside_every_ball(backend: Backend, x: Any, seed: int) -> None:
+    """Ratio preservation: rows outside every ball keep ‖y_{q+1}‖₁/‖y_q‖₁ = r_{q+1}/r_q."""
+    # |entries| ≥ 2 keeps |z| ≥ 1.9 after the wave: every quarter lies outside its ball.
+    big = np.where(x >= 0, 1, -1) * (2 + 50 * np.abs(x))
+    y = backend.activate(big.astype(np.float32), CANONICAL.replace(vectorization="balanced"))
+    l1 = _quarter_l1(y)
+    measured = l1[:, 1:] / l1[:, :-1]
+    n = x.shape[1] // 4
+    tol = 1e-6 + (4 * n + 16) * float(np.finfo(np.float32).eps) * float(np.max(np.abs(big)))
+    assert np.max(np.abs(measured / np.asarray(CANONICAL.canonical_ratios) - 1)) <= tol
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    z=quarter_arrays(max_rows=1, max_quarter=4, elements=st.floats(-5, 5, width=32)),
+    r=radii(),
+)
+def test_projection_matches_scipy_brute_force(z: Any, r: tuple[float, ...]) -> None:
+    """Known answer: the float64 projection equals SLSQP's solution of the QP on small cases."""
+    y = o.project_reference(z, r)[0]
+    n = z.shape[1] // 4
+    for q in range(4):
+        target = z[0, q * n : (q + 1) * n].astype(np.float64)
+        # y = u − v with u, v ≥ 0 and Σ(u + v) ≤ r turns the L1 ball into linear constraints.
+        result = scipy.optimize.minimize(
+            lambda w, t=target: float(np.sum((w[:n] - w[n:] - t) ** 2)),
+            np.zeros(2 * n),
+            jac=lambda w, t=target: np.repeat([2.0, -2.0], n) * np.tile(w[:n] - w[n:] - t, 2),
+            bounds=[(0, None)] * (2 * n),
+            constraints=[{"type": "ineq", "fun": lambda w, rq=r[q]: rq - np.sum(w)}],
+            method="SLSQP",
+            options={"ftol": 1e-14, "maxiter": 500},
+        )
+        brute = result.x[:n] - result.x[n:]
+        assert np.max(np.abs(y[q * n : (q + 1) * n] - brute)) <= 1e-5
+
+
+def test_known_projection_values() -> None:
+    """Known answers: a point inside stays, a point outside is soft-thresholded."""
+    profile = _with_radii((1, 1, 1, 1))
+    z = np.array([[0.2, -0.3, 3.0, 1.0, -2.0, 0.0, 0.5, 0.5]], dtype=np.float32)
+    want = [[0.2, -0.3, 1.0, 0.0, -1.0, 0.0, 0.5, 0.5]]
+    np.testing.assert_allclose(o.project_mlx(z, profile), want, atol=1e-7)
+    np.testing.assert_allclose(o.project_reference(z, (1, 1, 1, 1)), want, atol=1e-15)
+
+
+def test_sin_poly_error_bound() -> None:
+    """The polynomial sine stays within 2e-7 of float64 sin for |u| ≤ 1e4."""
+    u = np.random.default_rng(0).uniform(-1e4, 1e4, 200_000).astype(np.float32)
+    got = np.array(o.sin_poly(mx.array(u)))
+    assert np.max(np.abs(got - np.sin(u.astype(np.float64)))) < 2e-7
+
+
+def test_ratio_drift_one_percent_off() -> None:
+    """A second radius off by 1 % gives a geometric ratio drift of about 0.01."""
+    r = CANONICAL.radii
+    bad = CANONICAL.replace(radii=(r[0], r[1] * 1.01, r[2], r[3]))
+    drift = o.geometric_ratio_drift(bad, np.random.default_rng(0))
+    assert drift == pytest.approx(0.01, abs=1e-4)
+
+
+def test_ratio_drift_canonical_is_tiny() -> None:
+    """The canonical profile gives a geometric ratio drift below 1e-5."""
+    assert o.geometric_ratio_drift(CANONICAL, np.random.default_rng(0)) < 1e-5
+
+
+def test_phase_drift_canonical_and_shifted() -> None:
+    """Phase drift is tiny for the canonical phases and equals an injected shift."""
+    assert o.phase_drift(CANONICAL) < 1e-5
+    shifted = list(CANONICAL.phases)
+    shifted[2] += 0.003
+    assert o.phase_drift(CANONICAL.replace(phases=tuple(shifted))) == pytest.approx(0.003, abs=2e-5)
+
+
+def test_phase_drift_wraps_angles() -> None:
+    """A phase shifted by 2π measures no drift (angles are wrapped)."""
+    phases = tuple(p + 2 * math.pi for p in CANONICAL.phases)
+    assert o.phase_drift(CANONICAL.replace(phases=phases)) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "measure",
+    [
+        o.containment_violation,
+        o.idempotence_error,
+        o.symmetry_error,
+        o.nonexpansiveness_violation,
+        o.reference_error,
+    ],
+)
+def test_measurements_healthy_on_canonical_profile(measure: Any) -> None:
+    """Every octahedron measurement is within its KERNELS.md bound on the canonical profile."""
+    limit = 1e-5 if measure is o.reference_error else 1e-6
+    assert measure(CANONICAL, np.random.default_rng(1)) <= limit
+
+
+def test_modes_agree() -> None:
+    """Aggressive, balanced and conservative modes give the same activation."""
+    x = np.random.default_rng(0).standard_normal((37, 64)).astype(np.float32)
+    outs = [
+        o.activate_mlx(x, CANONICAL.replace(vectorization=mode, chunk_rows=8))
+        for mode in ("aggressive", "balanced", "conservative")
+    ]
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-6)
+    np.testing.assert_allclose(outs[1], outs[2], atol=1e-6)
+
+
+def test_compiled_cache_counts_hits_and_misses(fresh_caches: None) -> None:
+    """A new shape signature is a miss; the same signature again is a hit."""
+    x = np.zeros((3, 24), dtype=np.float32)
+    o.activate_mlx(x, CANONICAL)
+    o.activate_mlx(x, CANONICAL)
+    o.activate_mlx(np.zeros((4, 24), dtype=np.float32), CANONICAL)
+    assert o.cache_stats() == (1, 2)
+
+
+def test_cache_thrash_drill_misses_every_call(fresh_caches: None) -> None:
+    """The cache_thrash drill turns every call into a miss."""
+    x = np.zeros((3, 24), dtype=np.float32)
+    thrash = CANONICAL.replace(drill={"cache_thrash": True})
+    for _ in range(3):
+        o.activate_mlx(x, thrash)
+    assert o.cache_stats() == (0, 3)
+
+
+def test_slow_factor_drill_repeats_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """slow_factor = 3 runs the kernel's graph three times per call."""
+    calls = []
+    original = o._run
+    monkeypatch.setattr(o, "_run", lambda *a, **k: calls.append(1) or original(*a, **k))
+    o.activate_mlx(np.ones((2, 8), np.float32), CANONICAL.replace(drill={"slow_factor": 3.0}))
+    assert len(calls) == 3
+
+
+def test_slow_factor_drill_costs_time() -> None:
+    """slow_factor = 8 takes clearly longer than a plain call (median of 3)."""
+    x = np.random.default_rng(0).standard_normal((256, 1024)).astype(np.float32)
+
+    def median_seconds(profile: Profile) -> float:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            o.activate_mlx(x, profile)
+            times.append(time.perf_counter() - start)
+        return sorted(times)[1]
+
+    plain = CANONICAL.replace(vectorization="balanced")
+    median_seconds(plain)
+    assert median_seconds(plain.replace(drill={"slow_factor": 8.0})) > 2 * median_seconds(plain)
+
+
+def test_batch_scale_drill_runs_one_unchunked_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """batch_scale = 4 processes 4× the rows in one unchunked pass and returns B rows."""
+    shapes = []
+    original = o._run
+
+    def spy(name: str, graph: Any, x: Any, args: Any, profile: Profile, *, chunked: bool) -> Any:
+        shapes.append((tuple(x.shape), chunked))
+        return original(name, graph, x, args, profile, chunked=chunked)
+
+    monkeypatch.setattr(o, "_run", spy)
+    profile = CANONICAL.replace(
+        vectorization="conservative", chunk_rows=2, drill={"batch_scale": 4}
+    )
+    x = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    y = o.activate_mlx(x, profile)
+    assert shapes == [((20, 8), False)]
+    np.testing.assert_allclose(y, o.activate_reference(x, profile), atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("knob", "expect_timeout"), [("crash", False), ("hang", True)])
+def test_crash_and_hang_drills_in_a_child(knob: str, expect_timeout: bool) -> None:
+    """crash aborts the child process; hang blocks it until the deadline kills it."""
+    code = (
+        "import numpy as np; from kernels import octahedron as o; "
+        "from kernels.profile import canonical_profile as c; "
+        f"o.activate_mlx(np.ones((2, 8), np.float32), c().replace(drill={{'{knob}': True}}))"
+    )
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], timeout=4, capture_output=True)
+    except subprocess.TimeoutExpired:
+        assert expect_timeout
+        return
+    assert not expect_timeout
+    assert proc.returncode < 0  # killed by SIGABRT
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (np.zeros(8), "2-D"),
+        (np.zeros((2, 6)), "divisible by 4"),
+        (np.zeros((2, 0)), "divisible by 4"),
+        (np.array([[1, 2, 3, 4]]), "floating"),
+        (np.array([[np.nan, 0, 0, 0]]), "finite"),
+    ],
+)
+def test_input_validation_names_the_constraint(x: Any, message: str) -> None:
+    """Bad inputs raise ValueError naming the broken constraint, on both implementations."""
+    with pytest.raises(ValueError, match=message):
+        o.activate_mlx(x, CANONICAL)
+    with pytest.raises(ValueError, match=message):
+        o.activate_reference(x, CANONICAL)
+
+
+def test_projection_rejects_bad_radii() -> None:
+    """Non-positive radii are rejected by the reference projection."""
+    with pytest.raises(ValueError, match="radii"):
+        o.project_reference(np.zeros((1, 4)), (1, 0, 1, 1))
