@@ -249,7 +249,7 @@ class _CallbackCollector:
                     families.append(
                         CounterMetricFamily(name, doc, value=float(getattr(stats, attr)))
                     )
-            except Exception as exc:  # a scrape must survive a broken callback
+            except Exception as exc:  # noqa: BLE001 - a scrape must survive a broken callback
                 log.warning("telemetry_stats_failed", error=repr(exc))
                 families = []
         if self._queue_length is not None:
@@ -257,7 +257,7 @@ class _CallbackCollector:
                 family = self._queue_family()
                 family.add_metric([], float(self._queue_length()))
                 families.append(family)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - as above
                 log.warning("queue_length_failed", error=repr(exc))
         return families
 

@@ -411,7 +411,7 @@ class TierScheduler:
         scheduled = _latest_fire(trigger, now) or now
         try:
             self._on_fire(_occurrence(tier, settings, scheduled))
-        except Exception as exc:  # a failing callback must not kill the schedule
+        except Exception as exc:  # noqa: BLE001 - a failing callback must not kill the schedule
             log.error("schedule_on_fire_failed", tier=tier, error=repr(exc))
 
     def _on_skipped(self, event: Any) -> None:
@@ -426,5 +426,5 @@ class TierScheduler:
         for when in times:
             try:
                 self._on_missed(tier, when.astimezone(UTC), reason)
-            except Exception as exc:  # same isolation as on_fire
+            except Exception as exc:  # noqa: BLE001 - same isolation as on_fire
                 log.error("schedule_on_missed_failed", tier=tier, error=repr(exc))

@@ -19,7 +19,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_embedded_defaults_load_without_a_file() -> None:
     """Every key has a default: no file is needed to run."""
     config = load_config(None)
-    assert config.http.listen == "127.0.0.1" and config.http.port == 9464
+    assert config.http.listen == "127.0.0.1"
+    assert config.http.port == 9464
     assert set(config.tiers) == {"daily", "weekly", "monthly", "quarterly"}
     assert config.tiers["daily"].cron == "0 1 * * *"
     assert any(r.issue == "check_unhealthy" for r in config.rules)
@@ -28,7 +29,8 @@ def test_embedded_defaults_load_without_a_file() -> None:
 def test_file_overlays_defaults_key_by_key(tmp_path: Path) -> None:
     """A file changes only what it names; the rest keeps its defaults."""
     config = load_config(write(tmp_path, "[http]\nport = 9999\n"))
-    assert config.http.port == 9999 and config.http.listen == "127.0.0.1"
+    assert config.http.port == 9999
+    assert config.http.listen == "127.0.0.1"
     assert config.source == str(tmp_path / "kw.toml")
 
 

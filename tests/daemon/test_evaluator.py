@@ -75,7 +75,8 @@ def test_levels_follow_direction_and_thresholds() -> None:
 def test_raises_only_after_consecutive_breaches() -> None:
     """One breach is not enough when raise_after is 2; the second raises."""
     results = run(Evaluator([DRIFT]), 0.005, 0.005)
-    assert results[0].events == () and results[0].status == Status.OK
+    assert results[0].events == ()
+    assert results[0].status == Status.OK
     (event,) = results[1].events
     assert isinstance(event, ThresholdCrossed)
     assert (event.issue, event.level, event.threshold) == ("geometric_drift", "warning", 0.001)
@@ -137,7 +138,8 @@ def test_stateless_evaluation_judges_by_level_and_keeps_no_state() -> None:
     result = ev.evaluate(
         run_id="1", tier="weekly", check="g", measurements=[drift(0.05)], stateless=True
     )
-    assert result.status == Status.CRITICAL and result.events == ()
+    assert result.status == Status.CRITICAL
+    assert result.events == ()
     assert store.items("evaluator") == {}
 
 

@@ -72,7 +72,8 @@ def test_non_finite_values_serialise_as_strings() -> None:
         run_id="x",
     )
     text = json.dumps(event.to_record(), allow_nan=False)
-    assert '"nan"' in text and '"inf"' in text
+    assert '"nan"' in text
+    assert '"inf"' in text
 
 
 @pytest.mark.parametrize("cls", ALL_EVENT_TYPES, ids=lambda c: c.__name__)
