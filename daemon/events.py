@@ -104,6 +104,8 @@ def event_from_record(record: Mapping[str, Any]) -> Event:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DaemonStarted(Event):
+    """The daemon finished start-up and is scheduling."""
+
     version: str
     pid: int
     config_source: str
@@ -112,23 +114,31 @@ class DaemonStarted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DaemonStopping(Event):
+    """The daemon began a graceful shutdown."""
+
     reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConfigReloaded(Event):
+    """A new configuration was validated and swapped in."""
+
     source: str
     digest: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConfigRejected(Event):
+    """A reload found the configuration invalid; the running one is kept."""
+
     source: str
     error: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClockJumped(Event):
+    """Wall time moved unlike monotonic time (suspend, NTP step); the schedule was recomputed."""
+
     expected: str
     observed: str
     delta_s: float
@@ -136,6 +146,8 @@ class ClockJumped(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SubscriberFailed(Event):
+    """A bus subscriber raised while handling an event; the others were unaffected."""
+
     subscriber: str
     event_type: str
     error: str
@@ -143,12 +155,16 @@ class SubscriberFailed(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TelemetryRepaired(Event):
+    """A torn last line (from a crash) was truncated from a telemetry file at start."""
+
     file: str
     bytes_truncated: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StateSetAside(Event):
+    """A state file failed to load; it was renamed aside, never deleted."""
+
     path: str
     moved_to: str
     reason: str
@@ -188,6 +204,8 @@ class RunDropped(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunStarted(Event):
+    """A tier run began executing its checks."""
+
     run_id: str
     tier: str
     trigger: str
@@ -210,6 +228,8 @@ class RunCompleted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckStarted(Event):
+    """A check's child process started, with its deadline and input seed."""
+
     run_id: str
     tier: str
     check: str
@@ -220,6 +240,8 @@ class CheckStarted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckCompleted(Event):
+    """A check returned its measurements."""
+
     run_id: str
     tier: str
     check: str
@@ -232,6 +254,8 @@ class CheckCompleted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckTimedOut(Event):
+    """A check was killed at its deadline (status UNKNOWN)."""
+
     run_id: str
     tier: str
     check: str
@@ -241,6 +265,8 @@ class CheckTimedOut(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckCrashed(Event):
+    """A check's process exited abnormally or by a signal (status UNKNOWN)."""
+
     run_id: str
     tier: str
     check: str
@@ -269,6 +295,8 @@ class CheckEvaluated(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ThresholdCrossed(Event):
+    """A rule's series raised an issue (or escalated it to critical)."""
+
     rule: str
     issue: str
     level: str
@@ -283,6 +311,8 @@ class ThresholdCrossed(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ThresholdCleared(Event):
+    """A rule's series passed enough times in a row; its issue is closed."""
+
     rule: str
     issue: str
     measurement: str
@@ -295,6 +325,8 @@ class ThresholdCleared(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FingerprintChanged(Event):
+    """The host's stable environment fingerprint changed; baselines are stale."""
+
     previous: str
     current: str
     changed_fields: tuple[str, ...]
@@ -302,6 +334,8 @@ class FingerprintChanged(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BaselineRecorded(Event):
+    """Performance baseline samples were stored for a fingerprint."""
+
     fingerprint: str
     samples: int
     reason: str
@@ -312,6 +346,8 @@ class BaselineRecorded(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProfileChanged(Event):
+    """The active kernel profile changed (by a person, a deployment or a procedure)."""
+
     profile_id: str
     previous_id: str
     cause: str
@@ -319,6 +355,8 @@ class ProfileChanged(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckpointCreated(Event):
+    """A checkpoint of the active profile was written."""
+
     checkpoint_id: str
     profile_id: str
     stable: bool
@@ -327,12 +365,16 @@ class CheckpointCreated(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckpointCorrupt(Event):
+    """A checkpoint failed its checksum; it is skipped."""
+
     checkpoint_id: str
     error: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecoveryStarted(Event):
+    """A recovery procedure started for an open issue."""
+
     attempt_id: str
     procedure: str
     issue: str
@@ -342,6 +384,8 @@ class RecoveryStarted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecoverySucceeded(Event):
+    """A procedure ran and verification found its issue cleared."""
+
     attempt_id: str
     procedure: str
     issue: str
@@ -349,6 +393,8 @@ class RecoverySucceeded(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecoveryFailed(Event):
+    """A procedure could not complete."""
+
     attempt_id: str
     procedure: str
     issue: str
@@ -376,6 +422,8 @@ class RecoverySkipped(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmergencyAborted(Event):
+    """The last resort ran: forensic checkpoint, stop command, kernels marked aborted."""
+
     issue: str
     kernels: tuple[str, ...]
     checkpoint_id: str
@@ -384,6 +432,8 @@ class EmergencyAborted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KernelsResumed(Event):
+    """Aborted kernels were resumed by a person (`kernelwatch resume`)."""
+
     kernels: tuple[str, ...]
 
 
@@ -397,6 +447,8 @@ class ModeRestored(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DrillInjected(Event):
+    """A drill deliberately corrupted the active profile."""
+
     fault: str
     profile_id: str
 
