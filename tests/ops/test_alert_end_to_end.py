@@ -1,0 +1,201 @@
+"""End to end: a daemon's critical result fires the shipped alert, and Alertmanager delivers it."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from tests.ops import breach_check
+from tests.ops._support import (
+    REPO,
+    RULES,
+    Processes,
+    daemon_env,
+    free_port,
+    http_get,
+    kernelwatch_script,
+    start_prometheus,
+    wait_until,
+)
+from tests.real_programs import require_program
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ALERT = "KernelwatchTierCritical"
+
+DAEMON_CONFIG = """\
+[http]
+listen = "127.0.0.1"
+port = {port}
+
+[tiers.daily]
+checks = ["ops_breach"]
+
+[checks.ops_breach]
+module = "tests.ops.breach_check:BreachCheck"
+
+[[rules]]
+name = "ops_drill_deviation"
+measurement = "{measurement}"
+issue = "ops_drill"
+direction = "above"
+warn = 0.1
+crit = 0.5
+raise_after = 1
+clear_after = 1
+"""
+
+
+class Webhook(BaseHTTPRequestHandler):
+    """Records every Alertmanager notification POSTed to it."""
+
+    received: ClassVar[list[dict[str, Any]]] = []
+    lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        with self.lock:
+            self.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """An HTTP receiver on a free loopback port; yields its URL and the notifications it got."""
+    Webhook.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/alerts", Webhook.received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Real programs started by the test, all stopped at teardown."""
+    started = Processes(tmp_path)
+    try:
+        yield started
+    finally:
+        started.stop_all()
+
+
+def start_alertmanager(processes: Processes, tmp_path: Path, webhook_url: str) -> str:
+    """Start a real Alertmanager (no clustering) routing kernelwatch alerts to the webhook."""
+    binary = require_program("prometheus-alertmanager", package="prometheus-alertmanager")
+    port = free_port()
+    config = {
+        "route": {
+            "receiver": "webhook",
+            "group_by": ["alertname", "instance"],
+            "group_wait": "1s",
+            "group_interval": "1s",
+            "repeat_interval": "1h",
+            "routes": [
+                {"receiver": "null", "matchers": ['alertname = "KernelwatchHeartbeat"']},
+            ],
+        },
+        "receivers": [
+            {"name": "webhook", "webhook_configs": [{"url": webhook_url}]},
+            {"name": "null"},
+        ],
+    }
+    config_path = tmp_path / "alertmanager.yml"
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    process = processes.start(
+        "alertmanager",
+        [
+            binary,
+            f"--config.file={config_path}",
+            f"--storage.path={tmp_path / 'alertmanager-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(
+        "Alertmanager to become ready",
+        lambda: process.popen.poll() is None and http_get(f"{url}/-/ready") is not None,
+        timeout_s=30,
+        diagnostics=processes.logs,
+    )
+    return f"127.0.0.1:{port}"
+
+
+def start_breaching_daemon(processes: Processes, tmp_path: Path) -> str:
+    """Start a daemon whose daily run reports a critical measurement; return host:port."""
+    port = free_port()
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        DAEMON_CONFIG.format(port=port, measurement=breach_check.MEASUREMENT), encoding="utf-8"
+    )
+    processes.start(
+        "daemon",
+        [
+            str(kernelwatch_script()),
+            "run",
+            "--config",
+            str(config),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--run-now",
+            "daily",
+        ],
+        cwd=REPO,
+        env=daemon_env(),
+    )
+    return f"127.0.0.1:{port}"
+
+
+def test_tier_critical_alert_reaches_the_webhook(
+    processes: Processes, tmp_path: Path, webhook: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """Critical daily result → kernelwatch_tier_status 2 → shipped rule fires → webhook gets it."""
+    webhook_url, received = webhook
+    alertmanager = start_alertmanager(processes, tmp_path, webhook_url)
+    instance = start_breaching_daemon(processes, tmp_path)
+    start_prometheus(
+        processes,
+        tmp_path,
+        name="prometheus",
+        targets=[instance],
+        rule_files=[RULES],
+        alertmanager=alertmanager,
+    )
+
+    def delivered() -> dict[str, Any] | None:
+        with Webhook.lock:
+            notifications = list(received)
+        for notification in notifications:
+            for alert in notification["alerts"]:
+                labels = alert["labels"]
+                if labels["alertname"] == ALERT and alert["status"] == "firing":
+                    return dict(labels)
+        return None
+
+    def diagnostics() -> str:
+        metrics = http_get(f"http://{instance}/metrics")
+        status = [line for line in metrics.splitlines() if "tier_status" in line]
+        return "\n".join([*status, f"webhook got: {received}", processes.logs()])
+
+    labels = wait_until(
+        f"{ALERT} to reach the webhook", delivered, timeout_s=60, diagnostics=diagnostics
+    )
+    assert labels["instance"] == instance
+    assert labels["tier"] == "daily"
+    assert labels["severity"] == "page"
+    assert labels["job"] == "kernelwatch"
