@@ -428,6 +428,9 @@ class TelemetrySink:
         if handle is None:
             return
         try:
+            if self._needs_truncate:  # never leave a partial line behind in a finished file
+                handle.truncate(self._size)
+                self._needs_truncate = False
             if sync and self._unsynced:
                 os.fsync(handle.fileno())
                 self._unsynced = False
