@@ -14,7 +14,9 @@ from kernels.profile import Profile
 __all__ = [
     "arrays_like",
     "density_batches",
+    "distribution_batches",
     "distribution_pairs",
+    "distribution_triples",
     "profiles",
     "quarter_arrays",
     "radii",
@@ -70,21 +72,33 @@ def quarter_arrays(
 
 
 @st.composite
-def distribution_pairs(
-    draw: st.DrawFn, *, max_rows: int = 5, max_k: int = 40
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Two (B, K) float64 batches of categorical distributions, zeros allowed."""
+def distribution_batches(
+    draw: st.DrawFn, *, count: int = 2, max_rows: int = 5, max_k: int = 40
+) -> tuple[np.ndarray[Any, Any], ...]:
+    """``count`` (B, K) float64 batches of categorical distributions, zeros allowed."""
     rows = draw(st.integers(min_value=1, max_value=max_rows))
     k = draw(st.integers(min_value=1, max_value=max_k))
     weight = st.one_of(st.just(0.0), st.floats(min_value=1e-6, max_value=1e3))
     out = []
-    for _ in range(2):
+    for _ in range(count):
         raw = draw(hnp.arrays(np.float64, (rows, k), elements=weight))
         # Rows of all zeros become a point mass on a drawn category.
         empty = raw.sum(axis=1) == 0
         raw[empty, draw(st.integers(min_value=0, max_value=k - 1))] = 1.0
         out.append(raw / raw.sum(axis=1, keepdims=True))
-    return out[0], out[1]
+    return tuple(out)
+
+
+def distribution_pairs(
+    *, max_rows: int = 5, max_k: int = 40
+) -> st.SearchStrategy[tuple[np.ndarray[Any, Any], ...]]:
+    """Two (B, K) float64 batches of categorical distributions (p, q)."""
+    return distribution_batches(count=2, max_rows=max_rows, max_k=max_k)
+
+
+def distribution_triples() -> st.SearchStrategy[tuple[np.ndarray[Any, Any], ...]]:
+    """Three (B, K) float64 batches of categorical distributions (p, q, r)."""
+    return distribution_batches(count=3)
 
 
 def softmax_logits(*, max_groups: int = 6, max_classes: int = 6) -> Any:
