@@ -168,6 +168,11 @@ def evolve_mlx(
     hm = mx.array(h.astype(np.complex64))
     # Step 1: eigendecomposition H = V·diag(λ)·V† (LAPACK on the CPU stream).
     lam, vec = mx.linalg.eigh(hm, stream=mx.cpu)
+    # Step 1b: MLX's complex64 eigenvectors are orthonormal only to ≈ 1e-6 (LAPACK's to
+    # ≈ 1e-7), which breaks trace preservation; one Newton–Schulz step V ← V·(3I − V†V)/2
+    # squares that error away.
+    eye = mx.eye(vec.shape[-1], dtype=mx.complex64)
+    vec = vec @ (1.5 * eye - 0.5 * (_dagger_mx(vec) @ vec))
     # Step 2: U = V·diag(e^{−iλt})·V†, the phases as cos − i·sin of λt.
     angle = lam * float(t)
     phase = mx.cos(angle) - 1j * mx.sin(angle)
