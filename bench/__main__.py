@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 TABLES: tuple[tuple[str, str, str], ...] = (
-    ("daemon", "bench.daemon", "daemon_table"),
+    ("daemon", "bench.daemon_bench", "daemon_table"),
     ("telemetry", "bench.telemetry", "telemetry_table"),
     ("metrics", "bench.metrics", "metrics_table"),
     ("kernels", "bench.kernels", "kernel_table"),

@@ -23,6 +23,12 @@ _BASE_FIELDS = frozenset({"at", "seq", "host"})
 
 def _jsonable(value: Any) -> Any:
     """Turn event field values into JSON values; non-finite floats become strings."""
+    kind = type(value)
+    # Fast path first: nearly every field is a plain scalar (telemetry serialises each event).
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else repr(value)
     if isinstance(value, Measurement):
         return value.to_record()
     if isinstance(value, datetime):
@@ -59,11 +65,7 @@ class Event:
 
     def payload(self) -> dict[str, Any]:
         """The event's own fields, JSON-ready, without the stamp."""
-        return {
-            f.name: _jsonable(getattr(self, f.name))
-            for f in dataclasses.fields(self)
-            if f.name not in _BASE_FIELDS
-        }
+        return {name: _jsonable(getattr(self, name)) for name in _payload_names(type(self))}
 
     def to_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -75,6 +77,18 @@ class Event:
         }
         record.update(self.payload())
         return record
+
+
+_PAYLOAD_NAMES: dict[type[Event], tuple[str, ...]] = {}
+
+
+def _payload_names(cls: type[Event]) -> tuple[str, ...]:
+    """The names of a class's own fields, computed once per class (``fields()`` is slow)."""
+    names = _PAYLOAD_NAMES.get(cls)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.name not in _BASE_FIELDS)
+        _PAYLOAD_NAMES[cls] = names
+    return names
 
 
 def event_from_record(record: Mapping[str, Any]) -> Event:
