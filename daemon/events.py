@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from checks.api import Measurement
@@ -24,21 +25,25 @@ _BASE_FIELDS = frozenset({"at", "seq", "host"})
 def _jsonable(value: Any) -> Any:
     """Turn event field values into JSON values; non-finite floats become strings."""
     kind = type(value)
-    # Fast path first: nearly every field is a plain scalar (telemetry serialises each event).
+    # Exact-type checks first: telemetry serialises every event, and ABC isinstance is slow.
     if kind is str or kind is int or kind is bool or value is None:
         return value
     if kind is float:
         return value if math.isfinite(value) else repr(value)
-    if isinstance(value, Measurement):
+    if kind is Measurement:
         return value.to_record()
+    if kind is tuple or kind is list:
+        return [_jsonable(v) for v in value]
+    if kind is dict or kind is MappingProxyType:
+        return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else repr(value)
     return value
 
 
