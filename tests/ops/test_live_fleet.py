@@ -21,6 +21,7 @@ from tests.ops._support import (
     exposed_families,
     free_port,
     http_get,
+    iter_panels,
     kernelwatch_script,
     load_dashboard,
     load_rules,
@@ -159,3 +160,25 @@ def test_every_referenced_metric_exists_in_the_daemons(fleet: Fleet) -> None:
             for n in measurements
         ]
         pytest.fail("\n".join(lines))
+
+
+def test_every_panel_returns_data(fleet: Fleet) -> None:
+    """Each dashboard panel has at least one query that returns series from the fleet.
+
+    Panels fed only by events (recovery actions, threshold crossings) need a drill or a
+    breach; measurement panels need the checks that emit their gauges.
+    """
+    empty = []
+    for panel in iter_panels(load_dashboard()):
+        targets = panel.get("targets", [])
+        counts = [
+            len(
+                prometheus_query(fleet.prometheus, expand_grafana(t["expr"], fleet.instance_regex))[
+                    "data"
+                ]["result"]
+            )
+            for t in targets
+        ]
+        if targets and not any(counts):
+            empty.append(f"  {panel['title']!r}: " + "; ".join(t["expr"] for t in targets))
+    assert not empty, "panels whose queries return no series:\n" + "\n".join(empty)
