@@ -1,0 +1,174 @@
+"""Statistics for timings: a median's confidence interval and a regression test against a baseline.
+
+The regression test follows asv: a one-sided Mann–Whitney U test that the current samples
+are larger than the baseline's, at ``alpha`` (0.002 by default), together with a minimum
+effect size on the ratio of medians, so that a tiny but consistent shift is not called a
+regression and a large but noisy one is not either. The confidence interval of the median
+is distribution-free, from order statistics of the binomial(n, ½) distribution.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats as _sps
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_MIN_EFFECT",
+    "MedianSummary",
+    "Verdict",
+    "compare",
+    "loglog_slope",
+    "median_ci",
+    "probability_of_superiority",
+]
+
+#: Significance level of the one-sided Mann–Whitney U test (asv's default).
+DEFAULT_ALPHA = 0.002
+#: Smallest relative slowdown of the medians that counts as a regression.
+DEFAULT_MIN_EFFECT = 0.10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MedianSummary:
+    """The median of a sample and a distribution-free confidence interval around it."""
+
+    median: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def half_width_ratio(self) -> float:
+        """Half the interval's width over the median (0 when the median is 0)."""
+        if self.median == 0:
+            return 0.0
+        return (self.high - self.low) / 2 / abs(self.median)
+
+
+def median_ci(samples: Sequence[float], confidence: float = 0.95) -> MedianSummary:
+    """Return the median and an order-statistic confidence interval of it.
+
+    The interval is [x_(k), x_(n−k+1)] for the largest k whose binomial(n, ½) coverage
+    ``1 − 2·P(B ≤ k−1)`` is at least ``confidence``; with fewer than 6 samples no such k
+    exists and the interval is the sample's range.
+
+    Examples
+    --------
+    >>> s = median_ci(list(range(1, 21)))
+    >>> s.median, s.low, s.high
+    (10.5, 6.0, 15.0)
+    """
+    x = np.sort(np.asarray(samples, dtype=np.float64))
+    n = int(x.size)
+    if n == 0:
+        raise ValueError("median_ci needs at least one sample")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    median = float(np.median(x))
+    # Largest k (1-based) with P(k ≤ B ≤ n−k) ≥ confidence, B ~ binomial(n, ½).
+    k = 0
+    for cand in range(1, n // 2 + 1):
+        coverage = 1 - 2 * float(_sps.binom.cdf(cand - 1, n, 0.5))
+        if coverage >= confidence:
+            k = cand
+        else:
+            break
+    if k == 0:
+        return MedianSummary(median=median, low=float(x[0]), high=float(x[-1]), n=n)
+    return MedianSummary(median=median, low=float(x[k - 1]), high=float(x[n - k]), n=n)
+
+
+def probability_of_superiority(
+    current: Sequence[float] | Any, baseline: Sequence[float] | Any
+) -> float:
+    """Return P(current > baseline) + ½·P(equal), the U statistic over n₁·n₂ (an effect size).
+
+    >>> probability_of_superiority([2, 3], [0, 1])
+    1.0
+    """
+    a = np.asarray(current, dtype=np.float64)
+    b = np.asarray(baseline, dtype=np.float64)
+    if a.size == 0 or b.size == 0:
+        raise ValueError("both samples must be non-empty")
+    greater = np.sum(a[:, None] > b[None, :])
+    equal = np.sum(a[:, None] == b[None, :])
+    return float((greater + 0.5 * equal) / (a.size * b.size))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    """The outcome of comparing current samples with a baseline's.
+
+    ``slowdown`` is median(current)/median(baseline) − 1 (negative when faster);
+    ``regression`` equals ``slowdown`` when the shift is both significant and larger
+    than the minimum effect, and 0 otherwise.
+    """
+
+    slowdown: float
+    pvalue: float
+    superiority: float
+    significant: bool
+    regression: float
+
+
+def compare(
+    current: Sequence[float],
+    baseline: Sequence[float],
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    min_effect: float = DEFAULT_MIN_EFFECT,
+) -> Verdict:
+    """Test whether ``current`` is larger than ``baseline`` (one-sided Mann–Whitney U).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> base = rng.normal(1.0, 0.01, 30)
+    >>> compare(base * 1.3, base).regression > 0.25
+    True
+    >>> compare(base, base).regression
+    0.0
+    """
+    a = np.asarray(current, dtype=np.float64)
+    b = np.asarray(baseline, dtype=np.float64)
+    if a.size < 2 or b.size < 2:
+        raise ValueError("compare needs at least two samples on each side")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("samples must be finite")
+    base_median = float(np.median(b))
+    if base_median <= 0:
+        raise ValueError("the baseline's median must be positive")
+    slowdown = float(np.median(a)) / base_median - 1
+    result = _sps.mannwhitneyu(a, b, alternative="greater", method="auto")
+    pvalue = float(result.pvalue)
+    if math.isnan(pvalue):  # every value equal on both sides: no evidence of a shift
+        pvalue = 1.0
+    significant = pvalue < alpha
+    regression = slowdown if significant and slowdown > min_effect else 0.0
+    return Verdict(
+        slowdown=slowdown,
+        pvalue=pvalue,
+        superiority=probability_of_superiority(a, b),
+        significant=significant,
+        regression=regression,
+    )
+
+
+def loglog_slope(sizes: Sequence[float], values: Sequence[float]) -> float:
+    """Return the least-squares slope of log(values) against log(sizes) (1 = linear growth).
+
+    >>> round(loglog_slope([1, 2, 4, 8], [3, 6, 12, 24]), 6)
+    1.0
+    """
+    x = np.log(np.asarray(sizes, dtype=np.float64))
+    y = np.log(np.asarray(values, dtype=np.float64))
+    if x.size < 2 or x.size != y.size:
+        raise ValueError("loglog_slope needs two or more (size, value) pairs")
+    slope, _ = np.polyfit(x, y, 1)
+    return float(slope)
