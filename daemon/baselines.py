@@ -1,0 +1,389 @@
+"""Performance baselines: stored per environment fingerprint, offered to the check, learned, shown.
+
+The daily ``performance`` check is pure: it receives its baseline in its options and
+returns raw samples in ``details["samples"]``. This module is the daemon's side:
+
+* :meth:`BaselineKeeper.options_for` is an options provider: for ``performance`` it returns
+  ``{"baseline": record}`` when a baseline exists for the current fingerprint, otherwise
+  ``{"baseline": None, "baseline_state": "missing" | "stale"}`` ("stale": baselines exist,
+  but only for other fingerprints).
+* :meth:`BaselineKeeper.observe` is a bus subscriber: on a ``CheckCompleted`` of
+  ``performance`` whose fingerprint differs from the last one seen it publishes
+  ``FingerprintChanged`` and marks the other fingerprints' baselines stale (kept, never
+  deleted); when the current fingerprint has no baseline yet it stores the run's samples and
+  publishes ``BaselineRecorded(reason="first run")`` (or ``"fingerprint changed"``).
+* :func:`record_command` and :func:`show_command` back ``kernelwatch baseline record`` and
+  ``kernelwatch baseline show``.
+
+Store layout, namespace ``baselines``: key ``current`` holds ``{"digest", "fingerprint"}`` of
+the last fingerprint seen; key ``fp:<digest>`` holds one baseline record::
+
+    {"digest": str, "fingerprint": {...}, "calibration": str, "recorded_at": ISO-8601,
+     "runs": int, "reason": str, "stale": bool,
+     "entries": {"<kernel>/<batch>": {"latency_seconds": [...], "ratio": [...],
+                                      "calibration_seconds": [...], "peak_memory_bytes": int}}}
+
+Configured baselines (``[checks.performance.options.baselines.<kernel>.<batch>]`` with
+``latency_seconds`` and ``peak_memory_bytes``) reach the check through its config options
+and override the learned figures field by field there; ``baseline show`` lists them too.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, TextIO, final
+
+from checks.fingerprint import Fingerprint, collect_fingerprint
+from daemon.clock import Clock, SystemClock
+from daemon.config import Config
+from daemon.events import BaselineRecorded, CheckCompleted, Event, FingerprintChanged
+from daemon.store import StateStore
+
+__all__ = ["NAMESPACE", "BaselineKeeper", "pool_samples", "record_command", "show_command"]
+
+NAMESPACE: Final = "baselines"
+CHECK: Final = "performance"
+_CURRENT: Final = "current"
+_PREFIX: Final = "fp:"
+
+Publish = Callable[[Event], object]
+
+
+def pool_samples(runs: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Pool several runs' ``details["samples"]``: samples concatenated, peak memory the median.
+
+    >>> pooled = pool_samples([{"a/small": {"latency_seconds": [1.0], "ratio": [2.0],
+    ...     "calibration_seconds": [0.5], "peak_memory_bytes": 10}}] * 2)
+    >>> pooled["a/small"]["latency_seconds"], pooled["a/small"]["peak_memory_bytes"]
+    ([1.0, 1.0], 10)
+    """
+    pooled: dict[str, dict[str, Any]] = {}
+    peaks: dict[str, list[int]] = {}
+    for samples in runs:
+        for key, entry in samples.items():
+            into = pooled.setdefault(
+                key,
+                {
+                    **{k: v for k, v in entry.items() if not isinstance(v, list)},
+                    "latency_seconds": [],
+                    "ratio": [],
+                    "calibration_seconds": [],
+                },
+            )
+            for field in ("latency_seconds", "ratio", "calibration_seconds"):
+                into[field].extend(float(v) for v in entry.get(field, ()))
+            if "peak_memory_bytes" in entry:
+                peaks.setdefault(key, []).append(int(entry["peak_memory_bytes"]))
+    for key, values in peaks.items():
+        pooled[key]["peak_memory_bytes"] = int(statistics.median(values))
+    return pooled
+
+
+def _count(entries: Mapping[str, Mapping[str, Any]]) -> int:
+    """Return the number of latency samples over all entries."""
+    return sum(len(e.get("latency_seconds", ())) for e in entries.values())
+
+
+@final
+class BaselineKeeper:
+    """Keeps the ``performance`` baselines in the state store (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        clock: Clock | None = None,
+        *,
+        publish: Publish | None = None,
+        fingerprint: Callable[[], Fingerprint] = collect_fingerprint,
+    ) -> None:
+        self._store = store
+        self._clock = clock if clock is not None else SystemClock()
+        self._publish = publish
+        self._fingerprint = fingerprint
+
+    # --- reading --------------------------------------------------------------------------
+
+    def baselines(self) -> dict[str, dict[str, Any]]:
+        """Every stored baseline record by fingerprint digest."""
+        return {
+            key[len(_PREFIX) :]: value
+            for key, value in self._store.items(NAMESPACE).items()
+            if key.startswith(_PREFIX)
+        }
+
+    def current(self) -> dict[str, Any] | None:
+        """The last fingerprint seen (``{"digest", "fingerprint"}``), or None."""
+        value = self._store.get_json(NAMESPACE, _CURRENT)
+        return value if isinstance(value, dict) else None
+
+    def options_for(self, check: str, tier: str) -> dict[str, Any]:
+        """Return options to merge into ``check``'s; empty for every check but performance."""
+        del tier
+        if check != CHECK:
+            return {}
+        digest = self._fingerprint().digest()
+        record = self._store.get_json(NAMESPACE, _PREFIX + digest)
+        if isinstance(record, dict) and record.get("entries"):
+            return {"baseline": record}
+        state = "stale" if self.baselines() else "missing"
+        return {"baseline": None, "baseline_state": state}
+
+    # --- learning -------------------------------------------------------------------------
+
+    def observe(self, event: Event) -> None:
+        """Bus subscriber: learn from completed ``performance`` runs (see the module docstring)."""
+        if not isinstance(event, CheckCompleted) or event.check != CHECK:
+            return
+        details = event.details
+        fingerprint = details.get("fingerprint")
+        samples = details.get("samples")
+        if not isinstance(fingerprint, Mapping):
+            return
+        digest = str(details.get("digest") or Fingerprint.from_record(fingerprint).digest())
+        changed = self.note_fingerprint(digest, fingerprint)
+        if isinstance(samples, Mapping) and samples:
+            reason = "fingerprint changed" if changed else "first run"
+            self.learn(
+                digest,
+                fingerprint,
+                dict(samples),
+                calibration=str(details.get("calibration", "")),
+                reason=reason,
+                runs=1,
+            )
+
+    __call__ = observe
+
+    def note_fingerprint(self, digest: str, fingerprint: Mapping[str, Any]) -> bool:
+        """Record ``digest`` as current; on a change publish FingerprintChanged, mark others stale.
+
+        Returns whether the fingerprint changed (False for the very first one).
+        """
+        previous = self.current()
+        event: Event | None = None
+        with self._store.transaction():
+            self._store.put_json(
+                NAMESPACE, _CURRENT, {"digest": digest, "fingerprint": dict(fingerprint)}
+            )
+            for other, record in self.baselines().items():
+                stale = other != digest
+                if bool(record.get("stale")) != stale:
+                    record["stale"] = stale
+                    self._store.put_json(NAMESPACE, _PREFIX + other, record)
+            if previous is not None and previous.get("digest") != digest:
+                before = previous.get("fingerprint") or {}
+                fields = tuple(
+                    sorted(
+                        k
+                        for k in set(before) | set(fingerprint)
+                        if before.get(k) != fingerprint.get(k)
+                    )
+                )
+                event = FingerprintChanged(
+                    previous=str(previous.get("digest")), current=digest, changed_fields=fields
+                )
+        if event is not None and self._publish is not None:
+            self._publish(event)
+        return event is not None
+
+    def learn(
+        self,
+        digest: str,
+        fingerprint: Mapping[str, Any],
+        samples: dict[str, Any],
+        *,
+        calibration: str,
+        reason: str,
+        runs: int,
+        replace: bool = False,
+    ) -> bool:
+        """Store ``samples`` as the baseline of ``digest`` unless one exists (or ``replace``).
+
+        Entries (kernel × batch) missing from an existing baseline are added to it, with
+        reason ``"new entries"``. Returns whether anything was stored; publishes
+        ``BaselineRecorded`` when it was.
+        """
+        key = _PREFIX + digest
+        with self._store.transaction():
+            existing = self._store.get_json(NAMESPACE, key)
+            if isinstance(existing, dict) and existing.get("entries") and not replace:
+                if existing.get("calibration") != calibration:
+                    return False
+                missing = {k: v for k, v in samples.items() if k not in existing["entries"]}
+                if not missing:
+                    return False
+                existing["entries"].update(missing)
+                self._store.put_json(NAMESPACE, key, existing)
+                stored, why = missing, "new entries"
+            else:
+                record = {
+                    "digest": digest,
+                    "fingerprint": dict(fingerprint),
+                    "calibration": calibration,
+                    "recorded_at": self._clock.now().isoformat(),
+                    "runs": runs,
+                    "reason": reason,
+                    "stale": False,
+                    "entries": samples,
+                }
+                self._store.put_json(NAMESPACE, key, record)
+                stored, why = samples, reason
+        if self._publish is not None:
+            self._publish(BaselineRecorded(fingerprint=digest, samples=_count(stored), reason=why))
+        return True
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+
+def _open_store(state_dir: Path) -> StateStore:
+    from daemon.state_dir import StateLayout
+
+    layout = StateLayout(state_dir)
+    layout.create()
+    return StateStore.open(layout.database)
+
+
+def record_command(config: Config, state_dir: Path, runs: int, out: TextIO) -> int:
+    """Run the performance check ``runs`` times in child processes and store the pooled samples.
+
+    Replaces any baseline of the current fingerprint. Returns 0, or 1 when a run failed
+    (nothing is stored then), or 2 for a bad ``runs``.
+    """
+    from daemon.execution import CheckCatalog, new_run_id
+    from daemon.runner import CheckRunner, ChildCompleted, ChildRequest
+    from daemon.state_dir import StateLayout
+
+    if runs < 1:
+        print(f"baseline record: --runs must be >= 1, got {runs}", file=out)
+        return 2
+    catalog = CheckCatalog(config)
+    spec = catalog.spec(CHECK)
+    check = catalog.load(CHECK)
+    deadline = config.check_timeout(CHECK, float(check.timeout_s))
+    settings = config.checks.get(CHECK)
+    options: dict[str, Any] = dict(settings.options) if settings is not None else {}
+    if config.kernels.extra:
+        options.setdefault("extra_kernels", list(config.kernels.extra))
+    options.update({"baseline": None, "baseline_state": "missing"})
+    layout = StateLayout(state_dir)
+    active = layout.active if (layout.active / "profile.json").exists() else None
+    runner = CheckRunner(kill_grace_s=config.runner.kill_grace_s)
+    collected: list[Mapping[str, Any]] = []
+    digest = ""
+    fingerprint: Mapping[str, Any] = {}
+    calibration = ""
+    for number in range(1, runs + 1):
+        request = ChildRequest(
+            check=CHECK,
+            target=spec.target,
+            tier=check.tier,
+            run_id=new_run_id(),
+            seed=number,
+            state_dir=str(state_dir),
+            options=options,
+            profile_path=None if active is None else str(active),
+        )
+        outcome = runner.run(request, deadline_s=deadline)
+        if not isinstance(outcome, ChildCompleted):
+            print(f"baseline record: run {number}/{runs} failed: {outcome}", file=out)
+            return 1
+        details = outcome.result.details
+        if digest and details.get("digest") != digest:
+            print("baseline record: the fingerprint changed between runs; nothing stored", file=out)
+            return 1
+        digest = str(details.get("digest", ""))
+        fingerprint = details.get("fingerprint", {})
+        calibration = str(details.get("calibration", ""))
+        collected.append(details.get("samples", {}))
+        print(f"run {number}/{runs}: {outcome.duration_s:.1f} s", file=out)
+    pooled = pool_samples(collected)
+    with _open_store(state_dir) as store:
+        keeper = BaselineKeeper(store)
+        keeper.note_fingerprint(digest, fingerprint)
+        keeper.learn(
+            digest,
+            fingerprint,
+            pooled,
+            calibration=calibration,
+            reason=f"recorded ({runs} runs)",
+            runs=runs,
+            replace=True,
+        )
+    print(
+        f"baseline for fingerprint {digest}: {len(pooled)} entries, {_count(pooled)} samples",
+        file=out,
+    )
+    return 0
+
+
+def _summary(record: Mapping[str, Any], current: str | None) -> dict[str, Any]:
+    """Return a baseline record without raw samples: counts and medians per entry."""
+    entries = {}
+    for key, entry in sorted(record.get("entries", {}).items()):
+        lat = entry.get("latency_seconds") or [float("nan")]
+        ratio = entry.get("ratio") or [float("nan")]
+        entries[key] = {
+            "samples": len(entry.get("latency_seconds", ())),
+            "median_latency_seconds": statistics.median(lat),
+            "median_ratio": statistics.median(ratio),
+            "peak_memory_bytes": entry.get("peak_memory_bytes"),
+        }
+    return {
+        "digest": record.get("digest"),
+        "current": record.get("digest") == current,
+        "stale": bool(record.get("stale")),
+        "recorded_at": record.get("recorded_at"),
+        "runs": record.get("runs"),
+        "reason": record.get("reason"),
+        "calibration": record.get("calibration"),
+        "fingerprint": record.get("fingerprint"),
+        "entries": entries,
+    }
+
+
+def show_command(config: Config, state_dir: Path, out: TextIO, as_json: bool) -> int:
+    """Print the stored baselines (and configured ones); returns 0."""
+    from daemon.state_dir import StateLayout
+
+    layout = StateLayout(state_dir)
+    learned: list[dict[str, Any]] = []
+    current: str | None = None
+    if layout.database.exists():
+        with StateStore.open(layout.database) as store:
+            keeper = BaselineKeeper(store)
+            seen = keeper.current()
+            current = None if seen is None else str(seen.get("digest"))
+            learned = [_summary(r, current) for _, r in sorted(keeper.baselines().items())]
+    settings = config.checks.get(CHECK)
+    configured = dict(settings.options.get("baselines", {})) if settings is not None else {}
+    if as_json:
+        payload = {"current": current, "learned": learned, "configured": configured}
+        json.dump(payload, out, indent=2, sort_keys=True, default=str)
+        print(file=out)
+        return 0
+    if not learned:
+        print("no learned baselines (the first daily run records one)", file=out)
+    for record in learned:
+        flags = ", ".join(
+            f for f, on in (("current", record["current"]), ("stale", record["stale"])) if on
+        )
+        print(
+            f"fingerprint {record['digest']} [{flags or '-'}] recorded {record['recorded_at']} "
+            f"({record['reason']})",
+            file=out,
+        )
+        for key, entry in record["entries"].items():
+            print(
+                f"  {key:<24} n={entry['samples']:<4} "
+                f"median {entry['median_latency_seconds'] * 1e3:9.3f} ms"
+                f"  ratio {entry['median_ratio']:.3f}  peak {entry['peak_memory_bytes']} B",
+                file=out,
+            )
+    for kernel, batches in sorted(configured.items()):
+        for batch, fields in sorted(dict(batches).items()):
+            print(f"configured {kernel}/{batch}: {json.dumps(fields, sort_keys=True)}", file=out)
+    return 0
