@@ -10,11 +10,15 @@ quarters q = 0..3. Per row and quarter (KERNELS.md §1):
 The float64 reference (:func:`activate_reference`) uses the sort-based
 algorithm of Duchi et al. (2008). The MLX kernel (:func:`activate_mlx`) finds
 the same threshold θ without sorting (``mx.sort`` is slow on MLX's CPU backend):
-Newton's method on ``f(θ) = Σ max(|z| − θ, 0) − r`` (Michelot's algorithm),
-started from the lower bound ``max((‖z‖₁ − r)/n, max|z| − r)``. Its iterates
-increase monotonically and reach the exact θ as soon as the set ``{|z| > θ}``
-stops changing; a fixed number of steps runs in one graph, and rows that have
-not converged continue in a loop, so the result is exact, never truncated.
+Newton's method on ``f(θ) = Σ max(|z| − θ, 0) − r`` (Michelot's algorithm).
+Started below θ*, its iterates increase monotonically and reach the exact θ as
+soon as the set ``{|z| > θ}`` stops changing. The start comes from a small
+subset problem: the threshold of any subset of |z| is a lower bound of θ*, and
+the maxima of 128 strided groups of features usually hold the whole active set,
+so a few cheap steps on them, then one step on all features, settle ~97 % of
+rows at batch 1024, D = 4096. All this runs in one graph; the remaining
+(row, quarter) pairs are gathered and continue in a loop until settled, so the
+result is exact, never truncated.
 The sine is a range-reduced odd polynomial (``mx.sin`` is scalar on that
 backend), within 2e-7 absolute of float64 ``sin`` for ``|ω·x + φ| ≤ 1e4``.
 
@@ -67,8 +71,8 @@ __all__ = [
 FloatArray = npt.NDArray[np.floating[Any]]
 
 #: Newton steps on the block maxima (cheap), then on all features, inside one graph.
-SUBSET_STEPS = 8
-NEWTON_STEPS = 3
+SUBSET_STEPS = 4
+NEWTON_STEPS = 1
 _CACHE = CompiledCache()
 # π split for Cody–Waite range reduction: the first two parts have few bits, so k·part is exact.
 _PI_A = 3.140625
@@ -236,9 +240,13 @@ def _wave_graph(x: mx.array, params: mx.array) -> mx.array:
 
 
 def _theta_steps(a: mx.array, r: mx.array, theta: mx.array, steps: int) -> tuple[Any, Any]:
-    """Run ``steps`` Newton/Michelot steps on θ; return θ and whether the active set settled."""
-    count = None
-    prev = None
+    """Run ``steps`` ≥ 1 Newton/Michelot steps on θ, plus one that checks the active set.
+
+    Returns θ and, per row, whether ``{|z| > θ}`` was the same before and after the
+    last step (then θ is the exact threshold, refined once more).
+    """
+    count: Any = None
+    prev: Any = None
     for _ in range(steps + 1):
         active = a > theta
         prev, count = count, mx.sum(active, axis=-1, keepdims=True)
@@ -249,17 +257,22 @@ def _theta_steps(a: mx.array, r: mx.array, theta: mx.array, steps: int) -> tuple
     return theta, prev == count
 
 
+def _groups(n: int) -> int:
+    """Return the number of strided groups whose maxima form the subset problem (≤ 128)."""
+    return next(g for g in (128, 64, 32, 16, 8, 4, 2, 1) if n % g == 0)
+
+
 def _project_graph(z: mx.array, r: mx.array) -> tuple[mx.array, mx.array, mx.array]:
     """MLX projection on (B, D) with radii (4, 1); returns y, θ and the converged flags."""
     z3 = z.reshape(z.shape[0], 4, z.shape[1] // 4)
     n = z3.shape[-1]
     a = mx.abs(z3)
-    # Step 1: ‖z‖₁, and the maxima of blocks of up to 32 features.
+    # Step 1: ‖z‖₁, and the maxima of up to 128 strided groups of features.
     l1 = mx.sum(a, axis=-1, keepdims=True)
-    block = next(b for b in (32, 16, 8, 4, 2, 1) if n % b == 0)
-    peaks = mx.max(a.reshape(*a.shape[:-1], n // block, block), axis=-1)
+    groups = _groups(n)
+    peaks = mx.max(a.reshape(*a.shape[:-1], n // groups, groups), axis=-2)
     # Step 2: θ* = max_j (c_j − r)/j over the sorted prefix sums, so the threshold of
-    # any subset (here the block maxima) is a lower bound; Newton steps on the small
+    # any subset (here the group maxima) is a lower bound; Newton steps on the small
     # subset problem, started from max|z| − r, stay below it and come close to θ*.
     top = mx.max(peaks, axis=-1, keepdims=True)
     theta = mx.maximum(mx.maximum((l1 - r) / n, top - r), 0)
@@ -272,17 +285,27 @@ def _project_graph(z: mx.array, r: mx.array) -> tuple[mx.array, mx.array, mx.arr
     return y.reshape(z.shape), theta, mx.logical_or(settled, inside)
 
 
-def _finish(z: mx.array, r: mx.array, theta: mx.array, settled: mx.array) -> mx.array:
-    """Continue Newton steps for quarters that had not settled, then soft-threshold again."""
-    z3 = z.reshape(z.shape[0], 4, z.shape[1] // 4)
-    a = mx.abs(z3)
-    inside = mx.sum(a, axis=-1, keepdims=True) <= r
-    while not bool(mx.all(settled).item()):
-        theta, step_settled = _theta_steps(a, r, theta, 1)
-        settled = mx.logical_or(settled, step_settled)
-        mx.eval(theta, settled)
-    y = mx.where(inside, z3, mx.sign(z3) * mx.maximum(a - theta, 0))
-    return y.reshape(z.shape)
+def _finish(y: mx.array, z: mx.array, r: mx.array, theta: mx.array, settled: mx.array) -> mx.array:
+    """Continue Newton steps on the (row, quarter) pairs that had not settled, in place in y."""
+    quarters = z.shape[0] * 4
+    n = z.shape[1] // 4
+    todo = np.flatnonzero(~np.array(settled).reshape(quarters))
+    if todo.size == 0:
+        return y
+    index = mx.array(todo)
+    z_sub = z.reshape(quarters, n)[index]
+    a = mx.abs(z_sub)
+    r_sub = r.reshape(4)[mx.array(todo % 4)].reshape(-1, 1)
+    theta_sub = theta.reshape(quarters, 1)[index]
+    # Michelot's iteration reaches the exact θ in at most n steps; usually one or two.
+    done = mx.zeros((todo.size, 1), dtype=mx.bool_)
+    while not bool(mx.all(done).item()):
+        theta_sub, step_done = _theta_steps(a, r_sub, theta_sub, 1)
+        done = mx.logical_or(done, step_done)
+        mx.eval(theta_sub, done)
+    out = y.reshape(quarters, n)
+    out[index] = mx.sign(z_sub) * mx.maximum(a - theta_sub, 0)
+    return out.reshape(y.shape)
 
 
 def _activate_graph(x: mx.array, params: mx.array, r: mx.array) -> tuple[Any, Any, Any, Any]:
@@ -364,9 +387,8 @@ def project_mlx(z: npt.ArrayLike, profile: Profile) -> FloatArray:
     zm = mx.array(_check_x(z, "z").astype(np.float32))
     _, r = _params(profile)
     y, theta, settled = _run("project", _project_graph, zm, (r,), profile, chunked=True)
-    if not bool(mx.all(settled).item()):
-        y = _finish(zm, r, theta, settled)
-        mx.eval(y)
+    y = _finish(y, zm, r, theta, settled)
+    mx.eval(y)
     return np.array(y)
 
 
@@ -408,9 +430,8 @@ def activate_mlx(x: npt.ArrayLike, profile: Profile) -> FloatArray:
         y, z, theta, settled = _run(
             "activate", _activate_graph, xm, (params, r), profile, chunked=scale == 1
         )
-        if not bool(mx.all(settled).item()):
-            y = _finish(z, r, theta, settled)
-            mx.eval(y)
+        y = _finish(y, z, r, theta, settled)
+        mx.eval(y)
     assert y is not None
     return np.array(y[:rows])
 
