@@ -80,6 +80,8 @@ class RecoverySettings:
     compile_batch_rows: tuple[int, ...] = (256, 512, 1024)
     qfi_cache_size: int = 256
     procedure_timeout_s: float = 300.0
+    # Tiers a profile must pass to be checkpointed as stable; empty means every enabled tier.
+    checkpoint_tiers: tuple[str, ...] = ()
     # Checkpoint pruning: keep the newest N stable ones and the best K by health score.
     keep_stable: int = 5
     keep_best: int = 3
