@@ -25,6 +25,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from daemon import __version__
+from daemon.baselines import BaselineKeeper
 from daemon.bus import EventBus
 from daemon.clock import Clock, SystemClock
 from daemon.config import TIER_ORDER, Config, load_config
@@ -126,6 +127,9 @@ class Daemon:
         self.bus.subscribe("telemetry", self.telemetry)
         self.bus.subscribe("metrics", self.metrics)
         self.bus.subscribe("log", LogSink())
+        self.baselines = BaselineKeeper(self.store, self.clock, publish=self.bus.publish)
+        self.bus.subscribe("baselines", self.baselines.observe)
+        self.options_providers.append(self.baselines.options_for)
         self.evaluator = Evaluator(self.config.rules, self.store)
         self.metrics.set_rules(self.config.rules)
         self.metrics.restore_open_issues(self.evaluator.open_issues())

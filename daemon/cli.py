@@ -88,17 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--type", action="append", default=[], help="only this event type (repeatable)")
     t.add_argument("--since", help="only records newer than this duration (90s, 15m, 2h, 7d)")
 
-    for extend in _PARSER_EXTENSIONS:
-        extend(sub, common)
+    p = sub.add_parser("baseline", parents=[common], help="performance baselines")
+    bsub = p.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    b = bsub.add_parser("record", parents=[common], help="run the daily tier N times, store it")
+    b.add_argument("--runs", type=int, default=3, help="number of runs to pool (default 3)")
+    b = bsub.add_parser("show", parents=[common], help="the stored baselines per fingerprint")
+    b.add_argument("--json", action="store_true")
     return parser
 
 
-ParserExtension = Callable[[Any, argparse.ArgumentParser], None]
-_PARSER_EXTENSIONS: list[ParserExtension] = []
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _load_extensions()
     args = build_parser().parse_args(argv)
     name = args.command + (f".{args.subcommand}" if getattr(args, "subcommand", None) else "")
     state_dir = state_dir_from_env(getattr(args, "state_dir", None))
@@ -124,28 +123,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_SOFTWARE
 
 
-def _load_extensions() -> None:
-    """Import modules that add subcommands (recovery, baselines); each registers itself."""
-    import importlib
-
-    for module in ("daemon.cli_ops",):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
 @command("run")
 def _run(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
     from daemon.app import run_daemon
 
-    return run_daemon(
-        config, args.config_path, state_dir, run_now=tuple(args.run_now), extra_hooks=RUN_HOOKS
-    )
+    return run_daemon(config, args.config_path, state_dir, run_now=tuple(args.run_now))
 
 
-RUN_HOOKS: tuple[Any, ...] = ()
+@command("baseline.record")
+def _baseline_record(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
+    from daemon.baselines import record_command
+
+    if args.runs < 1:
+        print("kernelwatch: --runs must be at least 1", file=sys.stderr)
+        return EX_USAGE
+    return record_command(config, state_dir, args.runs, sys.stdout)
+
+
+@command("baseline.show")
+def _baseline_show(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
+    from daemon.baselines import show_command
+
+    return show_command(config, state_dir, sys.stdout, args.json)
 
 
 @command("config.check")
