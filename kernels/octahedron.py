@@ -20,7 +20,8 @@ rows at batch 1024, D = 4096. All this runs in one graph; the remaining
 (row, quarter) pairs are gathered and continue in a loop until settled, so the
 result is exact, never truncated.
 The sine is a range-reduced odd polynomial (``mx.sin`` is scalar on that
-backend), within 2e-7 absolute of float64 ``sin`` for ``|ω·x + φ| ≤ 1e4``.
+backend), within 3e-7 absolute of float64 ``sin`` for ``|ω·x + φ| ≤ 1e4``; the
+MLX kernel rejects inputs with ``|ω·x + φ| > WAVE_ARGUMENT_LIMIT`` (1e6).
 
 Execution modes (``Profile.vectorization``): ``aggressive`` runs the whole
 function under ``mx.compile`` through a compiled-function cache keyed by
@@ -74,12 +75,21 @@ FloatArray = npt.NDArray[np.floating[Any]]
 SUBSET_STEPS = 4
 NEWTON_STEPS = 1
 _CACHE = CompiledCache()
-# π split for Cody–Waite range reduction: the first two parts have few bits, so k·part is exact.
+# π split for Cody–Waite range reduction: _PI_A has 8 significant bits, so k·_PI_A is exact.
 _PI_A = 3.140625
-_PI_B = 9.67502593994140625e-4
-_PI_C = 1.509957990978376432e-7
-# Taylor coefficients of sin on [−π/2, π/2]; the truncation error is below 6e-8 there.
-_SIN_COEFFS = (-1 / 6, 1 / 120, -1 / 5040, 1 / 362880, -1 / 39916800)
+_PI_B = float(np.float32(math.pi - 3.140625))
+# Adding and subtracting 1.5·2²³ rounds a float32 of magnitude < 2²² to an integer.
+_ROUNDER = 1.5 * 2.0**23
+#: The MLX wave rejects inputs with |ω·x + φ| above this (float32 ulp there is 0.06 rad).
+WAVE_ARGUMENT_LIMIT = 1e6
+# Near-minimax odd polynomial for sin on [−π/2, π/2] (c₀·r + c₁·r³ + … + c₄·r⁹), error 3.4e-9.
+_SIN_COEFFS = (
+    0.9999999765893766,
+    -0.16666647634316226,
+    0.00833289981789989,
+    -0.00019800897428551802,
+    2.590487827028749e-06,
+)
 
 
 def cache_stats() -> tuple[int, int]:
@@ -207,6 +217,12 @@ def _check_radii(radii: npt.ArrayLike) -> FloatArray:
 def sin_poly(u: mx.array) -> mx.array:
     """Return sin(u) in float32 by range reduction to [−π/2, π/2] and an odd polynomial.
 
+    Within 3e-7 absolute of float64 ``sin`` for ``|u| ≤ 1e4`` and usable up to
+    ``|u| ≤ WAVE_ARGUMENT_LIMIT``. Written for MLX's fusion (at most 11 ops deep
+    per fused kernel on the CPU backend): no ``round``/``floor`` (scalar calls
+    there), the sign flip is one XOR of the sign bit, the polynomial uses Estrin's
+    scheme.
+
     Examples
     --------
     >>> u = np.linspace(-50, 50, 10001, dtype=np.float32)
@@ -214,19 +230,20 @@ def sin_poly(u: mx.array) -> mx.array:
     >>> bool(np.max(np.abs(got - np.sin(u.astype(np.float64)))) < 2e-7)
     True
     """
-    # Step 1: k = nearest multiple of π; r = u − k·π in three exact-ish parts.
-    k = mx.round(u * (1 / math.pi))
-    r = ((u - k * _PI_A) - k * _PI_B) - k * _PI_C
-    # Step 2: odd polynomial in r (Horner in r²).
+    # Step 1: k = the nearest integer to u/π, by adding and removing 1.5·2²³ (the
+    # float32 rounding does the work); m keeps k's parity in its lowest mantissa bit.
+    m = u * (1 / math.pi) + _ROUNDER
+    k = m - _ROUNDER
+    # Step 2: r = u − k·π in two parts (k·_PI_A is exact for |k| < 2¹⁵).
+    r = (u - k * _PI_A) - k * _PI_B
+    # Step 3: sin(r) by a near-minimax odd polynomial, Estrin's scheme in r².
+    c = _SIN_COEFFS
     r2 = r * r
-    p = _SIN_COEFFS[-1]
-    acc: Any = p
-    for coeff in reversed(_SIN_COEFFS[:-1]):
-        acc = acc * r2 + coeff
-    s = r + r * r2 * acc
-    # Step 3: sin(u) = (−1)^k · sin(r).
-    parity = k - 2 * mx.floor(k * 0.5)
-    out: mx.array = s * (1 - 2 * parity)
+    r4 = r2 * r2
+    s = r * ((c[0] + c[1] * r2) + r4 * ((c[2] + c[3] * r2) + c[4] * r4))
+    # Step 4: sin(u) = (−1)^k · sin(r): move k's parity bit into the sign bit.
+    sign = m.view(mx.int32) << 31
+    out: mx.array = (s.view(mx.int32) ^ sign).view(mx.float32)
     return out
 
 
@@ -358,6 +375,16 @@ def _run(
     return tuple(out)
 
 
+def _check_wave_argument(x: FloatArray, profile: Profile) -> None:
+    """Reject inputs whose wave argument |ω·x + φ| exceeds ``WAVE_ARGUMENT_LIMIT``."""
+    largest = float(np.max(np.abs(x), initial=0.0)) * abs(profile.frequency)
+    if largest + max(abs(p) for p in profile.phases) > WAVE_ARGUMENT_LIMIT:
+        raise ValueError(
+            f"x: the wave argument |ω·x + φ| must be <= {WAVE_ARGUMENT_LIMIT:g} for the "
+            f"float32 MLX kernel, got up to {largest:.3g}"
+        )
+
+
 def wave_mlx(x: npt.ArrayLike, profile: Profile) -> FloatArray:
     """Return the MLX wave stage of ``x`` (float32), in the profile's execution mode.
 
@@ -368,7 +395,9 @@ def wave_mlx(x: npt.ArrayLike, profile: Profile) -> FloatArray:
     >>> [round(float(v), 4) for v in wave_mlx(np.zeros((1, 4)), p)[0]]
     [0.0, 0.0707, 0.1, 0.0707]
     """
-    xm = mx.array(_check_x(x).astype(np.float32))
+    x_np = _check_x(x).astype(np.float32)
+    _check_wave_argument(x_np, profile)
+    xm = mx.array(x_np)
     params, _ = _params(profile)
     (z,) = _run("wave", _wave_graph, xm, (params,), profile, chunked=True)
     return np.array(z)
@@ -419,6 +448,7 @@ def activate_mlx(x: npt.ArrayLike, profile: Profile) -> FloatArray:
     """
     _drill.enter_drill(profile)
     x_np = _check_x(x).astype(np.float32)
+    _check_wave_argument(x_np, profile)
     rows = x_np.shape[0]
     scale = _drill.batch_scale(profile)
     if scale > 1:
