@@ -94,6 +94,11 @@ def _check_distributions(p: npt.ArrayLike, name: str) -> FloatArray:
     return arr
 
 
+def _to_mx32(arr: FloatArray) -> mx.array:
+    """Return ``arr`` as a float32 MLX array (no intermediate copy when already float32)."""
+    return mx.array(np.asarray(arr, dtype=np.float32))
+
+
 def _check_pair(p: npt.ArrayLike, q: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     """Validate two batches of distributions with the same shape."""
     pa, qa = _check_distributions(p, "p"), _check_distributions(q, "q")
@@ -146,7 +151,7 @@ def fisher_rao_mlx(p: npt.ArrayLike, q: npt.ArrayLike) -> FloatArray:
     [0.0, 3.14159]
     """
     pa, qa = _check_pair(p, q)
-    out = _FISHER_RAO(mx.array(pa.astype(np.float32)), mx.array(qa.astype(np.float32)))
+    out = _FISHER_RAO(_to_mx32(pa), _to_mx32(qa))
     mx.eval(out)
     return np.array(out)
 
@@ -179,7 +184,7 @@ def fisher_rao_pairs_mlx(p: npt.ArrayLike, q: npt.ArrayLike) -> FloatArray:
     pa, qa = _check_distributions(p, "p"), _check_distributions(q, "q")
     if pa.shape[1] != qa.shape[1]:
         raise ValueError(f"p and q must have the same K, got {pa.shape[1]} and {qa.shape[1]}")
-    sp, sq = mx.sqrt(mx.array(pa.astype(np.float32))), mx.sqrt(mx.array(qa.astype(np.float32)))
+    sp, sq = mx.sqrt(_to_mx32(pa)), mx.sqrt(_to_mx32(qa))
     out = 2 * mx.arccos(mx.clip(sp @ sq.T, -1, 1))
     mx.eval(out)
     return np.array(out)

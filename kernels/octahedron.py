@@ -395,7 +395,7 @@ def wave_mlx(x: npt.ArrayLike, profile: Profile) -> FloatArray:
     >>> [round(float(v), 4) for v in wave_mlx(np.zeros((1, 4)), p)[0]]
     [0.0, 0.0707, 0.1, 0.0707]
     """
-    x_np = _check_x(x).astype(np.float32)
+    x_np = np.asarray(_check_x(x), dtype=np.float32)
     _check_wave_argument(x_np, profile)
     xm = mx.array(x_np)
     params, _ = _params(profile)
@@ -413,7 +413,7 @@ def project_mlx(z: npt.ArrayLike, profile: Profile) -> FloatArray:
     >>> project_mlx([[3.0, 1.0, 0.0, 0.0]], p).tolist()
     [[1.0, 1.0, 0.0, 0.0]]
     """
-    zm = mx.array(_check_x(z, "z").astype(np.float32))
+    zm = mx.array(np.asarray(_check_x(z, "z"), dtype=np.float32))
     _, r = _params(profile)
     y, theta, settled = _run("project", _project_graph, zm, (r,), profile, chunked=True)
     y = _finish(y, zm, r, theta, settled)
@@ -447,7 +447,7 @@ def activate_mlx(x: npt.ArrayLike, profile: Profile) -> FloatArray:
     True
     """
     _drill.enter_drill(profile)
-    x_np = _check_x(x).astype(np.float32)
+    x_np = np.asarray(_check_x(x), dtype=np.float32)
     _check_wave_argument(x_np, profile)
     rows = x_np.shape[0]
     scale = _drill.batch_scale(profile)

@@ -164,8 +164,8 @@ def evolve_mlx(
     if precision not in QUANTUM_PRECISIONS:
         raise ValueError(f"precision must be one of {QUANTUM_PRECISIONS}, got {precision!r}")
     r, h = _check_inputs(rho, hamiltonian, t)
-    rm = mx.array(r.astype(np.complex64))
-    hm = mx.array(h.astype(np.complex64))
+    rm = mx.array(np.asarray(r, dtype=np.complex64))
+    hm = mx.array(np.asarray(h, dtype=np.complex64))
     # Step 1: eigendecomposition H = V·diag(λ)·V† (LAPACK on the CPU stream).
     lam, vec = mx.linalg.eigh(hm, stream=mx.cpu)
     # Step 1b: MLX's complex64 eigenvectors are orthonormal only to ≈ 1e-6 (LAPACK's to
