@@ -203,6 +203,10 @@ class Profile:
             raise ValueError(f"drill must be a mapping, got {self.drill!r}")
         set_(self, "drill", _check_drill(self.drill))
 
+    def __hash__(self) -> int:
+        """Hash by content (the drill mapping itself is not hashable)."""
+        return hash(self.profile_id)
+
     @property
     def profile_id(self) -> str:
         """A short stable content hash: 12 hex digits of sha256 of the canonical JSON."""

@@ -84,6 +84,14 @@ def test_profile_id_is_stable_and_content_addressed() -> None:
     assert CANONICAL.replace(drill={"hang": True}).profile_id != CANONICAL.profile_id
 
 
+def test_profiles_are_hashable_by_content() -> None:
+    """Equal profiles hash equally, drill included, so they can key a dict."""
+    a = CANONICAL.replace(drill={"hang": False})
+    b = canonical_profile().replace(drill={"hang": False})
+    assert hash(a) == hash(b)
+    assert {a: 1}[b] == 1
+
+
 def test_profile_to_dict_is_json() -> None:
     """profile_to_dict gives plain JSON values."""
     doc = profile_to_dict(CANONICAL.replace(drill={"slow_factor": 2}))
