@@ -25,8 +25,8 @@ Measurements (labels ``kernel``, ``batch``, ``profile_id``, ``seed``):
     The baseline's median latency, and this run's median over it, minus 1 (a host that got
     slower moves this one).
 ``normalized_slowdown_ratio``, ``regression_pvalue``, ``performance_regression_ratio``
-    median(kernel ÷ calibration) over the baseline's, minus 1; the one-sided Mann–Whitney
-    p-value of the ratios against the baseline's; and the normalised slowdown when
+    median(kernel ÷ calibration, on CPU time) over the baseline's, minus 1; the one-sided
+    Mann–Whitney p-value of the ratios against the baseline's; and the normalised slowdown when
     p < ``alpha`` and it exceeds ``min_effect``, else 0 (a kernel that got slower).
 ``memory_overhead_ratio``
     Peak memory over the baseline's, minus 1.
@@ -40,7 +40,7 @@ The inputs come from ``options["input_seed"]`` (0), not the run's seed: latency 
 the data, and a run must time the same inputs as its baseline. The ``seed`` label says which.
 
 Options: ``repetitions`` (20), ``warmup`` (3), ``alpha`` (0.002), ``min_effect`` (0.10),
-``calibration_size`` (192), ``calibration_rounds`` (3), ``baseline``, ``baseline_state``,
+``calibration_size`` (1024 columns), ``calibration_rounds`` (2), ``baseline``, ``baseline_state``,
 ``baselines``, and those of :mod:`checks.common`.
 
 Configured baselines, in config::
@@ -131,8 +131,8 @@ class PerformanceCheck:
         alpha = option_float(options, "alpha", DEFAULT_ALPHA)
         min_effect = option_float(options, "min_effect", DEFAULT_MIN_EFFECT)
         calibration = Calibration(
-            size=option_int(options, "calibration_size", 192),
-            rounds=option_int(options, "calibration_rounds", 3),
+            size=option_int(options, "calibration_size", 1024),
+            rounds=option_int(options, "calibration_rounds", 2),
         )
         profile = load_active_profile(context)
         kernels, notes = select_kernels(context)
@@ -217,6 +217,8 @@ class PerformanceCheck:
                     "rows": batch.rows,
                     "latency_seconds": list(timed.kernel),
                     "calibration_seconds": list(timed.calibration),
+                    "cpu_seconds": list(timed.kernel_cpu),
+                    "calibration_cpu_seconds": list(timed.calibration_cpu),
                     "ratio": list(ratios),
                     "peak_memory_bytes": peak,
                 }

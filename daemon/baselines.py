@@ -21,7 +21,9 @@ the last fingerprint seen; key ``fp:<digest>`` holds one baseline record::
     {"digest": str, "fingerprint": {...}, "calibration": str, "recorded_at": ISO-8601,
      "runs": int, "reason": str, "stale": bool,
      "entries": {"<kernel>/<batch>": {"latency_seconds": [...], "ratio": [...],
-                                      "calibration_seconds": [...], "peak_memory_bytes": int}}}
+                                      "cpu_seconds": [...], "calibration_seconds": [...],
+                                      "calibration_cpu_seconds": [...],
+                                      "peak_memory_bytes": int, ...}}}
 
 Configured baselines (``[checks.performance.options.baselines.<kernel>.<batch>]`` with
 ``latency_seconds`` and ``peak_memory_bytes``) reach the check through its config options
@@ -53,7 +55,7 @@ Publish = Callable[[Event], object]
 
 
 def pool_samples(runs: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Pool several runs' ``details["samples"]``: samples concatenated, peak memory the median.
+    """Pool several runs' ``details["samples"]``: lists concatenated, peak memory the median.
 
     >>> pooled = pool_samples([{"a/small": {"latency_seconds": [1.0], "ratio": [2.0],
     ...     "calibration_seconds": [0.5], "peak_memory_bytes": 10}}] * 2)
@@ -65,16 +67,11 @@ def pool_samples(runs: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     for samples in runs:
         for key, entry in samples.items():
             into = pooled.setdefault(
-                key,
-                {
-                    **{k: v for k, v in entry.items() if not isinstance(v, list)},
-                    "latency_seconds": [],
-                    "ratio": [],
-                    "calibration_seconds": [],
-                },
+                key, {k: ([] if isinstance(v, list) else v) for k, v in entry.items()}
             )
-            for field in ("latency_seconds", "ratio", "calibration_seconds"):
-                into[field].extend(float(v) for v in entry.get(field, ()))
+            for field, value in entry.items():
+                if isinstance(value, list):
+                    into.setdefault(field, []).extend(float(v) for v in value)
             if "peak_memory_bytes" in entry:
                 peaks.setdefault(key, []).append(int(entry["peak_memory_bytes"]))
     for key, values in peaks.items():

@@ -1,0 +1,176 @@
+"""Check-tier benchmarks: tier wall times through the real runner, the daily CI, regression power.
+
+``checks_table()`` measures, on this machine and with the default config:
+
+1. the wall time of each tier run by ``daemon.oneshot.run_once`` (child start-up, imports,
+   MLX compilation and the check itself), against the budgets of issue 4;
+2. the daily tier's latency confidence-interval half-width as a share of the median, per
+   kernel × batch config (budget: ≤ 3 %);
+3. the power of the daily regression test: a user kernel wrapping the octahedron
+   (:func:`slowed_octahedron`) spins for ``slowdown`` × its own CPU time after each call;
+   a baseline is pooled from three clean runs (as ``baseline record --runs 3``), then clean
+   trials and trials slowed by 5, 10, 20 and 30 % run round-robin for ``power_s`` seconds
+   through ``PerformanceCheck.run`` in this process. A trial is flagged when
+   ``performance_regression_ratio`` > 0 (p < 0.002 and slowdown > the 10 % minimum effect);
+   the table also shows the rate with a 5 % minimum effect, from the same trials.
+
+Set ``KERNELWATCH_BENCH_POWER_S`` to change the power study's duration (default 240 s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from checks.api import CheckContext
+
+#: Mutable knob of :func:`slowed_octahedron`: the share of extra time each call spins.
+INJECTED: dict[str, float] = {"slowdown": 0.0}
+LEVELS: tuple[float, ...] = (0.0, 0.05, 0.10, 0.20, 0.30)
+BUDGETS_S: dict[str, float] = {"daily": 60, "weekly": 120, "monthly": 180, "quarterly": 900}
+SLOWED_SPEC = "bench.checks:slowed_octahedron"
+
+
+def _spin(seconds: float) -> None:
+    """Busy-wait ``seconds`` of this process's CPU time (work, as the kernel's own)."""
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def slowed_octahedron() -> Any:
+    """Return a user kernel ``octahedron_slowed``: the octahedron, slowed by ``INJECTED``."""
+    from kernels.registry import builtin_kernels
+
+    base = builtin_kernels()["octahedron"]
+
+    def run_mlx(inputs: Any, profile: Any) -> Any:
+        start = time.process_time()
+        out = base.run_mlx(inputs, profile)
+        slowdown = INJECTED["slowdown"]
+        if slowdown > 0:
+            _spin((time.process_time() - start) * slowdown)
+        return out
+
+    return dataclasses.replace(base, name="octahedron_slowed", run_mlx=run_mlx)
+
+
+def _tier_times() -> tuple[list[str], list[dict[str, Any]]]:
+    """Run each tier once through the real runner; return table lines and the payloads."""
+    from daemon.config import load_config
+    from daemon.oneshot import run_once
+
+    config = load_config()
+    lines = ["tier       status    wall_s  budget_s  within"]
+    payloads = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for tier, budget in BUDGETS_S.items():
+            start = time.perf_counter()
+            _, payload = run_once(config, Path(tmp), tier)
+            took = time.perf_counter() - start
+            payloads.append(payload)
+            ok = "yes" if took <= budget else "NO"
+            lines.append(f"{tier:<10} {payload['status']:<8} {took:7.1f} {budget:9.0f}  {ok}")
+    return lines, payloads
+
+
+def _ci_lines(daily: dict[str, Any]) -> list[str]:
+    """Return the daily CI half-widths (% of the median) per kernel × batch."""
+    widths = []
+    for check in daily["checks"]:
+        for m in check["measurements"]:
+            if m["name"] == "latency_ci_half_width_ratio":
+                widths.append((m["labels"]["kernel"], m["labels"]["batch"], float(m["value"])))
+    lines = ["daily latency CI half-width (95 %, order statistics), % of median:"]
+    for kernel, batch, w in widths:
+        mark = "" if w <= 0.03 else "  (> 3 %)"
+        lines.append(f"  {kernel:<12} {batch:<7} {w * 100:5.2f} %{mark}")
+    if widths:
+        values = [w for *_, w in widths]
+        within = sum(v <= 0.03 for v in values)
+        lines.append(
+            f"  median {statistics.median(values) * 100:.2f} %, max {max(values) * 100:.2f} %, "
+            f"{within}/{len(values)} within 3 %"
+        )
+    return lines
+
+
+def _power(power_s: float) -> list[str]:
+    """Run the regression power study for about ``power_s`` seconds; return table lines."""
+    from checks.performance import PerformanceCheck
+    from daemon.baselines import pool_samples
+
+    check = PerformanceCheck()
+    options: dict[str, Any] = {
+        "kernels": ["octahedron_slowed"],
+        "extra_kernels": [SLOWED_SPEC],
+        "batches": ["small"],
+    }
+    tmp = Path(tempfile.gettempdir())
+
+    def trial(slowdown: float, extra: dict[str, Any], seed: int) -> Any:
+        INJECTED["slowdown"] = slowdown
+        try:
+            ctx = CheckContext(
+                tier="daily", state_dir=tmp, seed=seed, run_id="power", options={**options, **extra}
+            )
+            return check.run(ctx)
+        finally:
+            INJECTED["slowdown"] = 0.0
+
+    runs = [trial(0.0, {}, i).details for i in range(3)]
+    baseline = {
+        "calibration": runs[0]["calibration"],
+        "entries": pool_samples([r["samples"] for r in runs]),
+    }
+    counts = {level: [0, 0, 0, 0] for level in LEVELS}  # trials, flagged10, flagged5, rule-warn
+    slowdowns: dict[float, list[float]] = {level: [] for level in LEVELS}
+    deadline = time.perf_counter() + power_s
+    seed = 100
+    while time.perf_counter() < deadline:
+        for level in LEVELS:
+            seed += 1
+            result = trial(level, {"baseline": baseline}, seed)
+            values = {m.name: m.value for m in result.measurements}
+            significant = values["regression_pvalue"] < 0.002
+            slowdown = values["normalized_slowdown_ratio"]
+            counts[level][0] += 1
+            counts[level][1] += values["performance_regression_ratio"] > 0
+            counts[level][2] += significant and slowdown > 0.05
+            counts[level][3] += values["performance_regression_ratio"] > 0.10
+            slowdowns[level].append(slowdown)
+    lines = [
+        f"regression power (octahedron small, 20 reps/trial vs a 3-run pooled baseline, "
+        f"{power_s:.0f} s):",
+        "  injected  trials  median measured  flagged (min effect 10 %)  (min effect 5 %)  "
+        "rule warn > 0.10",
+    ]
+    for level in LEVELS:
+        n, f10, f5, warn = counts[level]
+        lines.append(
+            f"  {level * 100:5.0f} %  {n:7d}  {statistics.median(slowdowns[level]) * 100:12.1f} %"
+            f"  {f10 / n * 100:20.1f} %  {f5 / n * 100:15.1f} %  {warn / n * 100:14.1f} %"
+        )
+    for label, column in (("10 %", 1), ("5 %", 2)):
+        powered = [lv for lv in LEVELS[1:] if counts[lv][column] / counts[lv][0] >= 0.95]
+        smallest = f"{min(powered) * 100:.0f} %" if powered else "none"
+        lines.append(f"  smallest slowdown flagged in >= 95 % (min effect {label}): {smallest}")
+    return lines
+
+
+def checks_table(power_s: float | None = None) -> str:
+    """Return the check-tier benchmark table (see the module docstring)."""
+    if power_s is None:
+        power_s = float(os.environ.get("KERNELWATCH_BENCH_POWER_S", "240"))
+    tier_lines, payloads = _tier_times()
+    lines = [*tier_lines, "", *_ci_lines(payloads[0]), "", *_power(power_s)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(checks_table())

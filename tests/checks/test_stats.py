@@ -1,0 +1,109 @@
+"""The timing statistics: median confidence intervals, the regression test, scaling slopes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from checks.stats import compare, loglog_slope, median_ci, probability_of_superiority
+
+
+def test_median_ci_covers_the_true_median_at_least_95_percent() -> None:
+    """Over many normal and log-normal samples of 20, the interval holds the true median ≥ 95 %."""
+    rng = np.random.default_rng(1)
+    for draw, true_median in (
+        (lambda: rng.normal(5.0, 1.0, 20), 5.0),
+        (lambda: rng.lognormal(0.0, 0.5, 20), 1.0),
+    ):
+        hits = 0
+        for _ in range(1000):
+            s = median_ci(draw())
+            hits += s.low <= true_median <= s.high
+        assert 0.95 <= hits / 1000 <= 0.995
+
+
+def test_median_ci_of_tiny_samples_is_their_range() -> None:
+    """With too few samples for 95 % coverage, the interval is the sample's range."""
+    s = median_ci([3.0, 1.0, 2.0])
+    assert (s.low, s.median, s.high, s.n) == (1.0, 2.0, 3.0, 3)
+
+
+def test_median_ci_half_width_ratio() -> None:
+    """The half-width ratio is half the interval over the median."""
+    s = median_ci([float(v) for v in range(1, 21)])
+    assert s.half_width_ratio == pytest.approx((15 - 6) / 2 / 10.5)
+
+
+def test_median_ci_rejects_empty_input() -> None:
+    """An empty sample has no median."""
+    with pytest.raises(ValueError, match="at least one sample"):
+        median_ci([])
+
+
+def test_compare_false_alarm_rate_under_the_null_is_below_one_percent() -> None:
+    """Identically distributed samples are flagged in well under 1 % of 2000 trials."""
+    rng = np.random.default_rng(2)
+    flagged = sum(
+        compare(rng.lognormal(0, 0.1, 20), rng.lognormal(0, 0.1, 40), min_effect=0.0).significant
+        for _ in range(2000)
+    )
+    assert flagged / 2000 < 0.01
+
+
+def test_compare_detects_a_30_percent_slowdown() -> None:
+    """A 30 % shift with 5 % noise is significant and above the minimum effect."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(1.0, 0.05, 40)
+    verdict = compare(rng.normal(1.3, 0.05, 20), base)
+    assert verdict.significant
+    assert verdict.regression == pytest.approx(verdict.slowdown)
+    assert verdict.slowdown == pytest.approx(0.3, abs=0.05)
+    assert verdict.superiority > 0.99
+
+
+def test_compare_ignores_a_significant_shift_below_the_minimum_effect() -> None:
+    """A 3 % shift with tiny noise is significant but not a regression."""
+    rng = np.random.default_rng(4)
+    verdict = compare(rng.normal(1.03, 0.001, 20), rng.normal(1.0, 0.001, 20))
+    assert verdict.significant
+    assert verdict.regression == 0.0
+
+
+def test_compare_ignores_a_speed_up() -> None:
+    """A faster current sample is never a regression (one-sided test)."""
+    rng = np.random.default_rng(5)
+    verdict = compare(rng.normal(0.7, 0.01, 20), rng.normal(1.0, 0.01, 20))
+    assert not verdict.significant
+    assert verdict.slowdown < 0
+    assert verdict.regression == 0.0
+
+
+def test_compare_of_constant_samples_is_not_significant() -> None:
+    """Identical constant samples give no evidence of a shift."""
+    verdict = compare([1.0] * 5, [1.0] * 5)
+    assert verdict.pvalue == 1.0 or verdict.pvalue > 0.002
+    assert verdict.regression == 0.0
+
+
+def test_compare_rejects_bad_samples() -> None:
+    """Too few, non-finite or zero-median samples are refused."""
+    with pytest.raises(ValueError, match="two samples"):
+        compare([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="finite"):
+        compare([1.0, float("nan")], [1.0, 2.0])
+    with pytest.raises(ValueError, match="positive"):
+        compare([1.0, 2.0], [0.0, 0.0])
+
+
+def test_probability_of_superiority_counts_ties_as_half() -> None:
+    """Ties count one half."""
+    assert probability_of_superiority([1.0], [1.0]) == 0.5
+    assert probability_of_superiority([0.0], [1.0]) == 0.0
+
+
+def test_loglog_slope_of_quadratic_growth_is_two() -> None:
+    """Latency growing with the square of the size has slope 2."""
+    sizes = [128, 256, 512, 1024]
+    assert loglog_slope(sizes, [s * s * 1e-9 for s in sizes]) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="two or more"):
+        loglog_slope([1.0], [1.0])
