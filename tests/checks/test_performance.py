@@ -21,9 +21,7 @@ from kernels.profile import Profile, canonical_profile, save_profile
 FAST: dict[str, Any] = {"repetitions": 15, "warmup": 2, "calibration_size": 256}
 
 
-def run_check(
-    tmp_path: Path, profile: Profile | None = None, **options: Any
-) -> CheckResult:
+def run_check(tmp_path: Path, profile: Profile | None = None, **options: Any) -> CheckResult:
     """Run the performance check in-process with FAST options plus ``options``."""
     folder = None
     if profile is not None:
@@ -93,7 +91,8 @@ def test_reports_every_measurement_with_units_and_labels(tmp_path: Path) -> None
     } <= names
     assert "performance_regression_ratio" not in names
     for m in result.measurements:
-        assert m.unit in UNIT_SUFFIXES and m.name.endswith(m.unit)
+        assert m.unit in UNIT_SUFFIXES
+        assert m.name.endswith(m.unit)
         assert {"profile_id", "seed"} <= set(m.labels)
         if m.name != "peak_rss_bytes":
             assert m.labels["batch"] == "small"
