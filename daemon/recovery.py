@@ -300,6 +300,8 @@ class RecoveryEngine:
             else:
                 self._submit(functools.partial(self._request_verification, p.attempt_id))
         self._after()
+        # A profile changed while we were down is noticed before any run starts.
+        self.poll_profile()
 
     def close(self) -> None:
         self._worker.close()
