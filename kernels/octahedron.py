@@ -71,7 +71,7 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.floating[Any]]
 
-#: Newton steps on the block maxima (cheap), then on all features, inside one graph.
+#: Newton steps on the group maxima (cheap), then on all features, inside one graph.
 SUBSET_STEPS = 4
 NEWTON_STEPS = 1
 _CACHE = CompiledCache()
