@@ -17,7 +17,7 @@ from kernels.quantum import random_density_matrices, random_hamiltonians
 from tests.kernels.conftest import Backend
 from tests.strategies import distribution_pairs, distribution_triples, softmax_logits
 
-PROPERTY = settings(max_examples=50, deadline=None)
+PROPERTY = settings(max_examples=100, deadline=None)
 CANONICAL = canonical_profile()
 
 

@@ -20,7 +20,7 @@ from kernels.profile import Profile, canonical_profile
 from tests.kernels.conftest import Backend
 from tests.strategies import arrays_like, profiles, quarter_arrays, radii
 
-PROPERTY = settings(max_examples=40, deadline=None)
+PROPERTY = settings(max_examples=100, deadline=None)
 CANONICAL = canonical_profile()
 
 

@@ -13,7 +13,7 @@ from kernels.profile import canonical_profile
 from tests.kernels.conftest import Backend
 from tests.strategies import density_batches
 
-PROPERTY = settings(max_examples=40, deadline=None)
+PROPERTY = settings(max_examples=75, deadline=None)
 CANONICAL = canonical_profile()
 
 
