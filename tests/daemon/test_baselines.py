@@ -1,0 +1,234 @@
+"""The baseline keeper: options for the check, learning the first run, fingerprint changes, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from checks.api import Measurement
+from checks.fingerprint import Fingerprint
+from daemon.baselines import BaselineKeeper, pool_samples, record_command, show_command
+from daemon.clock import FakeClock
+from daemon.config import load_config
+from daemon.events import BaselineRecorded, CheckCompleted, Event, FingerprintChanged
+from daemon.state_dir import StateLayout
+from daemon.store import StateStore
+
+FP = Fingerprint(
+    cpu_model="Test CPU",
+    cpu_count=2,
+    os_name="Linux",
+    os_release="6.1",
+    machine="x86_64",
+    python_version="3.11.2",
+    mlx_version="0.32.4",
+    numpy_version="2.0.0",
+    scipy_version="1.17.1",
+)
+SAMPLES = {
+    "octahedron/small": {
+        "kernel": "octahedron",
+        "batch": "small",
+        "latency_seconds": [0.005, 0.006],
+        "ratio": [0.5, 0.6],
+        "calibration_seconds": [0.01, 0.01],
+        "peak_memory_bytes": 1000,
+    }
+}
+
+
+class Harness:
+    """A keeper on a real store with a settable fingerprint and a list of published events."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.fingerprint = FP
+        self.events: list[Event] = []
+        self.keeper = BaselineKeeper(
+            store,
+            FakeClock(datetime(2026, 1, 4, tzinfo=UTC)),
+            publish=self.events.append,
+            fingerprint=lambda: self.fingerprint,
+        )
+
+    def completed(self, fingerprint: Fingerprint, samples: Any = SAMPLES) -> None:
+        """Deliver a CheckCompleted of the performance check to the keeper."""
+        self.keeper.observe(
+            CheckCompleted(
+                run_id="r",
+                tier="daily",
+                check="performance",
+                duration_s=1.0,
+                peak_rss_bytes=1,
+                measurements=(Measurement(name="x_count", value=1, unit="count"),),
+                details={
+                    "samples": samples,
+                    "calibration": "cal-1",
+                    "fingerprint": fingerprint.to_record(),
+                    "digest": fingerprint.digest(),
+                },
+            )
+        )
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    """A Harness on a fresh store, closed afterwards."""
+    with StateStore.open(tmp_path / "state.sqlite3") as store:
+        yield Harness(store)
+
+
+def test_options_say_missing_before_any_baseline(harness: Harness) -> None:
+    """With nothing stored the check is told the baseline is missing; other checks get nothing."""
+    assert harness.keeper.options_for("performance", "daily") == {
+        "baseline": None,
+        "baseline_state": "missing",
+    }
+    assert harness.keeper.options_for("geometry", "weekly") == {}
+
+
+def test_first_run_records_a_baseline(harness: Harness) -> None:
+    """The first completed run's samples become the baseline, and BaselineRecorded says so."""
+    harness.completed(FP)
+    (event,) = harness.events
+    assert event == BaselineRecorded(fingerprint=FP.digest(), samples=2, reason="first run")
+    baseline = harness.keeper.options_for("performance", "daily")["baseline"]
+    assert baseline["entries"] == SAMPLES
+    assert baseline["calibration"] == "cal-1"
+    assert baseline["stale"] is False
+
+
+def test_later_runs_do_not_replace_the_baseline(harness: Harness) -> None:
+    """A second run on the same fingerprint changes nothing and publishes nothing."""
+    harness.completed(FP)
+    other = {"octahedron/small": {**SAMPLES["octahedron/small"], "ratio": [9.0, 9.0]}}
+    harness.completed(FP, other)
+    assert len(harness.events) == 1
+    baseline = harness.keeper.options_for("performance", "daily")["baseline"]
+    assert baseline["entries"]["octahedron/small"]["ratio"] == [0.5, 0.6]
+
+
+def test_new_kernel_entries_are_added(harness: Harness) -> None:
+    """A kernel × batch the baseline lacks is added from the next run."""
+    harness.completed(FP)
+    harness.completed(FP, {**SAMPLES, "fisher/small": SAMPLES["octahedron/small"]})
+    assert harness.events[-1] == BaselineRecorded(
+        fingerprint=FP.digest(), samples=2, reason="new entries"
+    )
+    entries = harness.keeper.options_for("performance", "daily")["baseline"]["entries"]
+    assert set(entries) == {"octahedron/small", "fisher/small"}
+
+
+def test_fingerprint_change_is_an_event_and_marks_baselines_stale(harness: Harness) -> None:
+    """A new MLX version publishes FingerprintChanged, keeps the old baseline as stale."""
+    harness.completed(FP)
+    upgraded = dataclasses.replace(FP, mlx_version="0.33.0")
+    harness.fingerprint = upgraded
+    assert harness.keeper.options_for("performance", "daily") == {
+        "baseline": None,
+        "baseline_state": "stale",
+    }
+    harness.completed(upgraded)
+    changed, recorded = harness.events[1:]
+    assert changed == FingerprintChanged(
+        previous=FP.digest(), current=upgraded.digest(), changed_fields=("mlx_version",)
+    )
+    assert recorded == BaselineRecorded(
+        fingerprint=upgraded.digest(), samples=2, reason="fingerprint changed"
+    )
+    stored = harness.keeper.baselines()
+    assert stored[FP.digest()]["stale"] is True
+    assert stored[upgraded.digest()]["stale"] is False
+
+
+def test_other_checks_and_events_are_ignored(harness: Harness) -> None:
+    """Completed runs of other checks leave the store alone."""
+    harness.keeper.observe(
+        CheckCompleted(
+            run_id="r",
+            tier="weekly",
+            check="geometry",
+            duration_s=1.0,
+            peak_rss_bytes=1,
+            measurements=(),
+            details={"samples": SAMPLES, "fingerprint": FP.to_record()},
+        )
+    )
+    assert harness.events == []
+    assert harness.keeper.baselines() == {}
+
+
+def test_pool_samples_concatenates_lists_and_takes_the_median_peak() -> None:
+    """Pooling three runs concatenates their samples; the peak is the median run's."""
+    runs = [
+        {"k/small": {"latency_seconds": [float(i)], "ratio": [1.0], "peak_memory_bytes": peak}}
+        for i, peak in enumerate((10, 30, 20))
+    ]
+    pooled = pool_samples(runs)
+    assert pooled["k/small"]["latency_seconds"] == [0.0, 1.0, 2.0]
+    assert pooled["k/small"]["peak_memory_bytes"] == 20
+
+
+def test_show_lists_learned_and_configured_baselines(tmp_path: Path) -> None:
+    """``baseline show`` prints stored baselines and configured figures, as text and JSON."""
+    layout = StateLayout(tmp_path)
+    layout.create()
+    with StateStore.open(layout.database) as store:
+        Harness(store).completed(FP)
+    overlay = tmp_path / "config.toml"
+    overlay.write_text(
+        "[checks.performance.options.baselines.octahedron.small]\nlatency_seconds = 0.005\n"
+    )
+    config = load_config(overlay)
+    out = io.StringIO()
+    assert show_command(config, tmp_path, out, as_json=False) == 0
+    text = out.getvalue()
+    assert FP.digest() in text
+    assert "octahedron/small" in text
+    assert "configured octahedron/small" in text
+    out = io.StringIO()
+    assert show_command(config, tmp_path, out, as_json=True) == 0
+    payload = json.loads(out.getvalue())
+    assert payload["current"] == FP.digest()
+    assert payload["learned"][0]["entries"]["octahedron/small"]["samples"] == 2
+    assert payload["configured"]["octahedron"]["small"]["latency_seconds"] == 0.005
+
+
+def test_show_without_state_says_none(tmp_path: Path) -> None:
+    """With no state yet, show says the first daily run will record one."""
+    out = io.StringIO()
+    assert show_command(load_config(), tmp_path / "empty", out, as_json=False) == 0
+    assert "no learned baselines" in out.getvalue()
+
+
+@pytest.mark.slow
+def test_record_runs_the_check_in_children_and_stores_pooled_samples(tmp_path: Path) -> None:
+    """``baseline record --runs 2`` runs the real check twice and stores 2× the samples."""
+    overlay = tmp_path / "config.toml"
+    overlay.write_text(
+        "[checks.performance.options]\n"
+        'kernels = ["fisher"]\nbatches = ["small"]\nrepetitions = 3\nwarmup = 1\n'
+    )
+    state = tmp_path / "state"
+    out = io.StringIO()
+    assert record_command(load_config(overlay), state, 2, out) == 0
+    with StateStore.open(StateLayout(state).database) as store:
+        keeper = BaselineKeeper(store)
+        (record,) = keeper.baselines().values()
+        options = keeper.options_for("performance", "daily")
+    assert record["runs"] == 2
+    assert len(record["entries"]["fisher/small"]["latency_seconds"]) == 6
+    assert options["baseline"]["digest"] == record["digest"]
+    assert "2 runs" in record["reason"]
+
+
+def test_record_refuses_zero_runs(tmp_path: Path) -> None:
+    """A run count below one is a usage error."""
+    out = io.StringIO()
+    assert record_command(load_config(), tmp_path, 0, out) == 2
