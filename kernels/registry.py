@@ -96,7 +96,9 @@ class Kernel:
     error_limit : float
         The largest healthy ``max_error`` of the MLX kernel.
     cache_stats, reset_cache_stats : callables
-        (hits, misses) of the kernel's caches in this process, and their reset.
+        (hits, misses) of the kernel's caches in this process, and their reset:
+        the compiled-function cache (octahedron), the QFI LRU (fisher); (0, 0)
+        for a kernel without caches (quantum), whose cache efficiency is undefined.
     batch_configs : tuple of BatchConfig
         The batch sizes, memory limits and modes the kernel is checked with.
     invariants : mapping of name to callable(rng, profile) -> float
