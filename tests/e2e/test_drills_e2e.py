@@ -206,7 +206,7 @@ def test_drill_is_detected_repaired_and_verified(tmp_path: Path, fault: str) -> 
         store = CheckpointStore(env.state / "checkpoints")
 
         def settled() -> bool:
-            manifest, profile, _ = store.newest_good(stable_only=True)
+            _manifest, profile, _ = store.newest_good(stable_only=True)
             return profile is not None and profile == read_active(env.state)
 
         # A repaired profile that differs from the old stable one is checkpointed once it
