@@ -548,10 +548,15 @@ class RecoveryEngine:
             p = self._pending.get(attempt_id)
             if p is None:
                 return
-            if persist:
-                with self._transaction():
-                    self._save_issue(p.issue)
-                    self._save_pending(p)
+            st = self._issues.get(p.issue)
+            docs = [(f"pending:{p.attempt_id}", asdict(p))]
+            if st is not None:
+                docs.append((f"issue:{p.issue}", asdict(st)))
+        if persist:
+            # Written outside the lock: a fsync must not delay the bus's next decision.
+            with self._transaction():
+                for key, doc in docs:
+                    self._store.put_json(NAMESPACE, key, doc)
         procedure = self._procedures.get(p.procedure)
         try:
             if procedure is None:
