@@ -5,8 +5,8 @@ directly would shadow the ``kernels`` package with this module).
 
 For every built-in kernel × batch (256, 512, 1024) × size (D = 1024, 4096
 features; n = 16, 32 for the quantum kernel's matrices) it times the MLX
-kernel and the NumPy float32 peer side by side in this process (the median of
-``REPS`` runs after one warm-up that absorbs ``mx.compile``), their ratio, the
+kernel and the NumPy float32 peer side by side in this process (the medians of
+``REPS`` alternating runs after one warm-up that absorbs ``mx.compile``), their ratio, the
 MLX kernel's error against the float64 oracle (``Kernel.max_error``: absolute
 for the octahedron and distances, trace distance for states), and, for the
 octahedron, the share of the machine's copy bandwidth it reaches (the bytes
@@ -28,7 +28,7 @@ import numpy as np
 
 __all__ = ["BenchRow", "copy_bandwidth", "format_table", "kernel_rows", "kernel_table"]
 
-REPS = 5
+REPS = 7
 BATCHES = (256, 512, 1024)
 FEATURES = (1024, 4096)
 MATRIX_SIZES = (16, 32)
@@ -76,6 +76,25 @@ def copy_bandwidth(nbytes: int = 64 * 2**20) -> float:
     return 2 * nbytes / seconds
 
 
+def _paired_seconds(
+    mlx_fn: Callable[[], Any], numpy_fn: Callable[[], Any], reps: int
+) -> tuple[float, float]:
+    """Return median wall times of two functions timed alternately after one warm-up each.
+
+    Alternating MLX, NumPy, MLX, NumPy, … lets a burst of load from another
+    process hit both sides alike, so their ratio is steadier than their times.
+    """
+    mlx_fn()
+    numpy_fn()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(reps):
+        for side, fn in enumerate((mlx_fn, numpy_fn)):
+            start = time.perf_counter()
+            fn()
+            times[side].append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def kernel_rows(*, reps: int = REPS) -> list[BenchRow]:
     """Measure every kernel × batch × size, then the stage rows; return the table's rows."""
     import mlx.core as mx
@@ -103,9 +122,10 @@ def kernel_rows(*, reps: int = REPS) -> list[BenchRow]:
                 inputs = makers[name](rng, batch, profile, **{keyword: size})
                 out = kernel.run_mlx(inputs, profile)
                 error = kernel.max_error(out, kernel.run_reference(inputs, profile, np.float64))
-                t_mlx = _median_seconds(lambda k=kernel, i=inputs: k.run_mlx(i, profile), reps)
-                t_np = _median_seconds(
-                    lambda k=kernel, i=inputs: k.run_reference(i, profile, np.float32), reps
+                t_mlx, t_np = _paired_seconds(
+                    lambda k=kernel, i=inputs: k.run_mlx(i, profile),
+                    lambda k=kernel, i=inputs: k.run_reference(i, profile, np.float32),
+                    reps,
                 )
                 fraction = None
                 if name == "octahedron":
@@ -117,53 +137,48 @@ def kernel_rows(*, reps: int = REPS) -> list[BenchRow]:
     x = octahedron.make_inputs(rng, 1024, profile, features=4096)
     z = octahedron.wave_reference(x, profile, np.float32)
     radii = profile.radii
-    rows.append(
-        BenchRow(
+    stages: list[tuple[str, str, Callable[[], Any], Callable[[], Any], float | None]] = [
+        (
             "octahedron:projection",
-            1024,
             "D=4096",
-            _median_seconds(lambda: octahedron.project_mlx(z, profile), reps),
-            _median_seconds(
-                lambda: octahedron.project_reference(z, profile.radii, np.float32), reps
-            ),
+            lambda: octahedron.project_mlx(z, profile),
+            lambda: octahedron.project_reference(z, radii, np.float32),
             _max_abs(octahedron.project_mlx(z, profile), octahedron.project_reference(z, radii)),
-        )
-    )
-    rows.append(
-        BenchRow(
+        ),
+        (
             "octahedron:wave",
-            1024,
             "D=4096",
-            _median_seconds(lambda: octahedron.wave_mlx(x, profile), reps),
-            _median_seconds(lambda: octahedron.wave_reference(x, profile, np.float32), reps),
+            lambda: octahedron.wave_mlx(x, profile),
+            lambda: octahedron.wave_reference(x, profile, np.float32),
             _max_abs(octahedron.wave_mlx(x, profile), octahedron.wave_reference(x, profile)),
-        )
-    )
+        ),
+    ]
     f_inputs = fisher.make_inputs(rng, 1024, profile, features=4096)
     p, q = f_inputs.p, f_inputs.q
-    rows.append(
-        BenchRow(
+    stages.append(
+        (
             "fisher:rao-rowwise",
-            1024,
             "D=4096",
-            _median_seconds(lambda: fisher.fisher_rao_mlx(p, q), reps),
-            _median_seconds(lambda: fisher.fisher_rao_reference(p, q, np.float32), reps),
+            lambda: fisher.fisher_rao_mlx(p, q),
+            lambda: fisher.fisher_rao_reference(p, q, np.float32),
             _max_abs(fisher.fisher_rao_mlx(p, q), fisher.fisher_rao_reference(p, q)),
         )
     )
     for n in MATRIX_SIZES:
         ham = quantum.random_hamiltonians(rng, 1024, n).astype(np.complex64)
         ham_mx = mx.array(ham)
-        rows.append(
-            BenchRow(
+        stages.append(
+            (
                 "quantum:eigh",
-                1024,
                 f"n={n}",
-                _median_seconds(lambda h=ham_mx: mx.eval(*mx.linalg.eigh(h, stream=mx.cpu)), reps),
-                _median_seconds(lambda h=ham: np.linalg.eigh(h), reps),
+                lambda h=ham_mx: mx.eval(*mx.linalg.eigh(h, stream=mx.cpu)),
+                lambda h=ham: np.linalg.eigh(h),
                 None,
             )
         )
+    for stage, size_label, mlx_fn, numpy_fn, error in stages:
+        t_mlx, t_np = _paired_seconds(mlx_fn, numpy_fn, reps)
+        rows.append(BenchRow(stage, 1024, size_label, t_mlx, t_np, error))
     return rows
 
 
@@ -182,8 +197,9 @@ def format_table(rows: list[BenchRow]) -> str:
             f"{1e3 * r.numpy_seconds:>10.2f} {r.ratio:>6.2f} {err:>11} {bw:>7}"
         )
     lines.append(
-        f"median of {REPS} runs after one warm-up; ratio = MLX / NumPy float32 (below 1: MLX "
-        "faster); copy bw = (read x + write y) / time over np.copyto bandwidth"
+        f"median of {REPS} runs each, MLX and NumPy alternating, after one warm-up; ratio = "
+        "MLX / NumPy float32 (below 1: MLX faster); copy bw = (read x + write y) / time over "
+        "the np.copyto bandwidth"
     )
     return "\n".join(lines)
 

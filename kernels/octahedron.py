@@ -72,7 +72,7 @@ __all__ = [
 FloatArray = npt.NDArray[np.floating[Any]]
 
 #: Newton steps on the group maxima (cheap), then on all features, inside one graph.
-SUBSET_STEPS = 4
+SUBSET_STEPS = 5
 NEWTON_STEPS = 1
 _CACHE = CompiledCache()
 # π split for Cody–Waite range reduction: _PI_A has 8 significant bits, so k·_PI_A is exact.
@@ -257,21 +257,19 @@ def _wave_graph(x: mx.array, params: mx.array) -> mx.array:
 
 
 def _theta_steps(a: mx.array, r: mx.array, theta: mx.array, steps: int) -> tuple[Any, Any]:
-    """Run ``steps`` ≥ 1 Newton/Michelot steps on θ, plus one that checks the active set.
+    """Run ``steps`` ≥ 1 Newton/Michelot steps on θ, then count the active set once more.
 
-    Returns θ and, per row, whether ``{|z| > θ}`` was the same before and after the
-    last step (then θ is the exact threshold, refined once more).
+    Returns θ and, per row, whether ``{|z| > θ}`` is the same before and after the
+    last step; then θ is the exact threshold (it was computed from that very set).
     """
     count: Any = None
-    prev: Any = None
-    for _ in range(steps + 1):
-        active = a > theta
-        prev, count = count, mx.sum(active, axis=-1, keepdims=True)
+    for _ in range(steps):
+        count = mx.sum(a > theta, axis=-1, keepdims=True)
         excess = mx.sum(mx.maximum(a - theta, 0), axis=-1, keepdims=True)
         # θ ← θ + (Σ max(|z| − θ, 0) − r) / #{|z| > θ}: Michelot's (Σ_{|z|>θ} |z| − r)/#,
         # written as a correction so that float32 rounding scales with r, not with ‖z‖₁.
         theta = mx.maximum(theta, theta + (excess - r) / mx.maximum(count, 1))
-    return theta, prev == count
+    return theta, mx.sum(a > theta, axis=-1, keepdims=True) == count
 
 
 def _groups(n: int) -> int:
