@@ -146,8 +146,6 @@ class Daemon:
             options_provider=self._options_for,
             profile_path=self.active_profile_path,
         )
-        for hook in self._hooks:
-            hook(self)
         self.bus.publish(
             DaemonStarted(
                 version=__version__,
@@ -162,6 +160,8 @@ class Daemon:
             )
         for path, moved_to, reason in self.store.set_aside:
             self.bus.publish(StateSetAside(path=path, moved_to=moved_to, reason=reason))
+        for hook in self._hooks:
+            hook(self)
         self.server: MetricsServer | None = None
         if self.config.http.enabled:
             self.server = MetricsServer(
@@ -186,7 +186,7 @@ class Daemon:
         self._notifier.ready()
 
     def add_start_hook(self, hook: Callable[[Daemon], None]) -> None:
-        """Let components (recovery, baselines) wire themselves in, after the bus exists."""
+        """Let components (recovery) wire themselves in, after DaemonStarted, before scheduling."""
         self._hooks.append(hook)
 
     def add_tick_hook(self, hook: Callable[[], None]) -> None:

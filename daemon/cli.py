@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=int, default=3, help="number of runs to pool (default 3)")
     b = bsub.add_parser("show", parents=[common], help="the stored baselines per fingerprint")
     b.add_argument("--json", action="store_true")
+
+    from daemon.cli_recovery import add_parsers
+
+    add_parsers(sub, common)
     return parser
 
 
@@ -114,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(config.logging.level, config.logging.format)
     try:
-        return _COMMANDS[name](args, config, state_dir)
+        return _handler(name)(args, config, state_dir)
     except ConfigError as exc:
         print(f"kernelwatch: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
@@ -123,11 +127,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_SOFTWARE
 
 
+def _handler(name: str) -> Handler:
+    from daemon.cli_recovery import COMMANDS
+
+    return _COMMANDS.get(name) or COMMANDS[name]
+
+
 @command("run")
 def _run(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
     from daemon.app import run_daemon
+    from daemon.cli_recovery import install
 
-    return run_daemon(config, args.config_path, state_dir, run_now=tuple(args.run_now))
+    return run_daemon(
+        config, args.config_path, state_dir, run_now=tuple(args.run_now), extra_hooks=(install,)
+    )
 
 
 @command("baseline.record")

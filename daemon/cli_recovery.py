@@ -45,21 +45,13 @@ Handler = Callable[[argparse.Namespace, Config, Path], int]
 BUILTIN_KERNELS: Final = ("fisher", "octahedron", "quantum")
 EX_FAILED: Final = 1
 
-# Set by tests that start a real daemon before Config has a `recovery` field.
-SETTINGS_OVERRIDE: RecoverySettings | None = None
-
 
 def recovery_settings(config: Config) -> RecoverySettings:
-    """``config.recovery`` once the config schema has it; the defaults until then."""
-    if SETTINGS_OVERRIDE is not None:
-        return SETTINGS_OVERRIDE
-    settings = getattr(config, "recovery", None)
-    return settings if isinstance(settings, RecoverySettings) else RecoverySettings()
+    return config.recovery
 
 
 def drill_settings(config: Config) -> DrillSettings:
-    settings = getattr(config, "drills", None)
-    return settings if isinstance(settings, DrillSettings) else DrillSettings()
+    return config.drills
 
 
 def _print_event(event: Event) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args, get_origin
 
 from daemon.errors import ConfigError
+from daemon.recovery_config import DrillSettings, RecoverySettings, validate_recovery
 
 EX_CONFIG: Final = 78
 ENV_CONFIG: Final = "KERNELWATCH_CONFIG"
@@ -120,6 +121,8 @@ class Config:
     checks: Mapping[str, CheckSettings] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
     kernels: KernelSettings = field(default_factory=KernelSettings)
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    drills: DrillSettings = field(default_factory=DrillSettings)
     source: str = "<embedded>"
 
     def digest(self) -> str:
@@ -327,6 +330,7 @@ def _validate(config: Config, source: str) -> None:
                 )
         positive(f"{key}.raise_after", rule.raise_after)
         positive(f"{key}.clear_after", rule.clear_after)
+    validate_recovery(config.recovery, source)
 
 
 def _validate_cron(expr: str, source: str, key: str) -> None:

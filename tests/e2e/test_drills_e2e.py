@@ -103,7 +103,7 @@ class Env:
         self.log = tmp_path / "daemon.log"
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "daemon.cli_recovery", *args]
+        argv = [sys.executable, "-m", "daemon.cli", *args]
         argv += ["--state-dir", str(self.state), "--config", str(self.config)]
         return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
 
@@ -114,9 +114,26 @@ class Env:
         return [r for r in self.records() if r["type"] == name]
 
     @contextmanager
-    def daemon(self, **extra: Any) -> Iterator[subprocess.Popen[bytes]]:
-        argv = [sys.executable, "-m", "tests.e2e.recovery_daemon", str(self.config)]
-        argv += [str(self.state), json.dumps(extra)]
+    def daemon(
+        self,
+        *,
+        run_now: tuple[str, ...] | list[str] = (),
+        policy: dict[str, Any] | None = None,
+        stop_command: list[str] | None = None,
+    ) -> Iterator[subprocess.Popen[bytes]]:
+        """Start `kernelwatch run` with a `[recovery]` table setting the given overrides."""
+        recovery = "\n[recovery]\nstop_timeout_s = 10.0\n"
+        if stop_command is not None:
+            recovery += f"stop_command = {json.dumps(stop_command)}\n"
+        for issue in load_config().recovery.policy:
+            recovery += f"[recovery.policy.{issue}]\n"
+            recovery += "".join(f"{k} = {json.dumps(v)}\n" for k, v in (policy or {}).items())
+        config = self.config.with_name("config-run.toml")
+        config.write_text(self.config.read_text() + recovery)
+        argv = [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)]
+        argv += ["--state-dir", str(self.state)]
+        for tier in run_now:
+            argv += ["--run-now", tier]
         with self.log.open("ab") as log:
             proc = subprocess.Popen(
                 argv,
