@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,11 +55,28 @@ class Fleet:
         return "|".join(re.escape(i) for i in self.instances).replace("\\", "\\\\")
 
 
+def kernelwatch(*args: str) -> None:
+    """Run a one-shot kernelwatch command the way an operator would; it must succeed."""
+    result = subprocess.run(
+        [str(kernelwatch_script()), *args],
+        cwd=REPO,
+        env=daemon_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"kernelwatch {' '.join(args)}: {result.stderr[-2000:]}"
+
+
 def start_daemon(processes: Processes, root: Path, name: str) -> str:
-    """Start ``kernelwatch run`` on its own port and state dir, tiers queued; return host:port."""
+    """Record a baseline, then start ``kernelwatch run`` with tiers queued; return host:port."""
     port = free_port()
     config = root / f"{name}.toml"
     config.write_text(f'[http]\nlisten = "127.0.0.1"\nport = {port}\n', encoding="utf-8")
+    state = ("--config", str(config), "--state-dir", str(root / f"{name}-state"))
+    # With a learned baseline the daily run reports its regression measurements too.
+    kernelwatch("baseline", "record", "--runs", "1", *state)
     processes.start(
         name,
         [
@@ -98,6 +116,22 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                     lambda instance=instance, done=done: runs_completed(instance) >= done,
                     diagnostics=processes.logs,
                 )
+        # One drill on the first daemon: detection → ThresholdCrossed → recovery, verified.
+        drilled = instances[0]
+        kernelwatch(
+            "inject",
+            "radius_drift",
+            "--yes",
+            "--config",
+            str(root / "daemon-0.toml"),
+            "--state-dir",
+            str(root / "daemon-0-state"),
+        )
+        wait_until(
+            f"the daemon at {drilled} to repair the drill",
+            lambda: 'outcome="succeeded"' in http_get(f"http://{drilled}/metrics"),
+            diagnostics=processes.logs,
+        )
         # Then until Prometheus has a scrape of both taken after the runs completed.
         expr = f'kernelwatch_events_published_total{{type="RunCompleted"}} >= {len(TIERS)}'
         wait_until(
