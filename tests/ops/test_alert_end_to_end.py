@@ -1,8 +1,9 @@
-"""End to end: a daemon's critical result fires the shipped alert, and Alertmanager delivers it."""
+"""End to end: a drill-injected fault fires the shipped alert, and Alertmanager delivers it."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +12,6 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.ops import breach_check
 from tests.ops._support import (
     REPO,
     RULES,
@@ -29,26 +29,24 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ALERT = "KernelwatchTierCritical"
 
+# Small inputs keep the event-driven weekly and monthly runs quick; recovery is off so the
+# injected fault stays until the alert has been delivered (the recovery e2e tests cover repair).
 DAEMON_CONFIG = """\
 [http]
 listen = "127.0.0.1"
 port = {port}
 
-[tiers.daily]
-checks = ["ops_breach"]
+[checks.geometry.options]
+rounds = 2
+kernels = ["octahedron"]
 
-[checks.ops_breach]
-module = "tests.ops.breach_check:BreachCheck"
+[checks.coherence.options]
+sizes = [16]
+batch = 4
+kernels = ["quantum"]
 
-[[rules]]
-name = "ops_drill_deviation"
-measurement = "{measurement}"
-issue = "ops_drill"
-direction = "above"
-warn = 0.1
-crit = 0.5
-raise_after = 1
-clear_after = 1
+[recovery]
+enabled = false
 """
 
 
@@ -136,38 +134,41 @@ def start_alertmanager(processes: Processes, tmp_path: Path, webhook_url: str) -
     return f"127.0.0.1:{port}"
 
 
-def start_breaching_daemon(processes: Processes, tmp_path: Path) -> str:
-    """Start a daemon whose daily run reports a critical measurement; return host:port."""
+def start_daemon(processes: Processes, tmp_path: Path) -> tuple[str, list[str]]:
+    """Start a daemon with the default checks; return host:port and its state options."""
     port = free_port()
     config = tmp_path / "daemon.toml"
-    config.write_text(
-        DAEMON_CONFIG.format(port=port, measurement=breach_check.MEASUREMENT), encoding="utf-8"
-    )
+    config.write_text(DAEMON_CONFIG.format(port=port), encoding="utf-8")
+    state = ["--config", str(config), "--state-dir", str(tmp_path / "state")]
     processes.start(
-        "daemon",
-        [
-            str(kernelwatch_script()),
-            "run",
-            "--config",
-            str(config),
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--run-now",
-            "daily",
-        ],
+        "daemon", [str(kernelwatch_script()), "run", *state], cwd=REPO, env=daemon_env()
+    )
+    url = f"http://127.0.0.1:{port}/healthz"
+    wait_until("the daemon to serve /healthz", lambda: "\"ok\"" in http_get(url))
+    return f"127.0.0.1:{port}", state
+
+
+def inject(state: list[str], fault: str) -> None:
+    """Run `kernelwatch inject FAULT --yes` as an operator would."""
+    result = subprocess.run(
+        [str(kernelwatch_script()), "inject", fault, "--yes", *state],
         cwd=REPO,
         env=daemon_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
-    return f"127.0.0.1:{port}"
+    assert result.returncode == 0, result.stderr
 
 
 def test_tier_critical_alert_reaches_the_webhook(
     processes: Processes, tmp_path: Path, webhook: tuple[str, list[dict[str, Any]]]
 ) -> None:
-    """Critical daily result → kernelwatch_tier_status 2 → shipped rule fires → webhook gets it."""
+    """16-bit quantum drill → monthly tier critical → shipped rule fires → webhook gets it."""
     webhook_url, received = webhook
     alertmanager = start_alertmanager(processes, tmp_path, webhook_url)
-    instance = start_breaching_daemon(processes, tmp_path)
+    instance, state = start_daemon(processes, tmp_path)
     start_prometheus(
         processes,
         tmp_path,
@@ -176,6 +177,8 @@ def test_tier_critical_alert_reaches_the_webhook(
         rule_files=[RULES],
         alertmanager=alertmanager,
     )
+    # The profile change is noticed by the daemon, which runs weekly and monthly at once.
+    inject(state, "precision_downgrade")
 
     def delivered() -> dict[str, Any] | None:
         with Webhook.lock:
@@ -193,9 +196,9 @@ def test_tier_critical_alert_reaches_the_webhook(
         return "\n".join([*status, f"webhook got: {received}", processes.logs()])
 
     labels = wait_until(
-        f"{ALERT} to reach the webhook", delivered, timeout_s=60, diagnostics=diagnostics
+        f"{ALERT} to reach the webhook", delivered, timeout_s=120, diagnostics=diagnostics
     )
     assert labels["instance"] == instance
-    assert labels["tier"] == "daily"
+    assert labels["tier"] == "monthly"
     assert labels["severity"] == "page"
     assert labels["job"] == "kernelwatch"
