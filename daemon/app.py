@@ -236,6 +236,17 @@ class Daemon:
         with self._queue_cv:
             return len(self._queue)
 
+    def running_tier(self) -> str | None:
+        with self._queue_cv:
+            return self._running.tier if self._running is not None else None
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until nothing is queued or running (tests and one-shot tools); False on timeout."""
+        with self._queue_cv:
+            return self._queue_cv.wait_for(
+                lambda: not self._queue and self._running is None, timeout=timeout
+            )
+
     def _on_fire(self, occ: Occurrence) -> None:
         self.enqueue(occ.tier, "cron", occ.scheduled_for, occ.window_end)
 
@@ -300,6 +311,7 @@ class Daemon:
             finally:
                 with self._queue_cv:
                     self._running = None
+                    self._queue_cv.notify_all()
 
     def _execute(self, request: RunRequest) -> None:
         now = self.clock.now()
