@@ -144,7 +144,7 @@ def start_daemon(processes: Processes, tmp_path: Path) -> tuple[str, list[str]]:
         "daemon", [str(kernelwatch_script()), "run", *state], cwd=REPO, env=daemon_env()
     )
     url = f"http://127.0.0.1:{port}/healthz"
-    wait_until("the daemon to serve /healthz", lambda: "\"ok\"" in http_get(url))
+    wait_until("the daemon to serve /healthz", lambda: '"ok"' in http_get(url))
     return f"127.0.0.1:{port}", state
 
 
