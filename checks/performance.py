@@ -17,7 +17,8 @@ Measurements (labels ``kernel``, ``batch``, ``profile_id``, ``seed``):
 ``throughput_per_second``
     Rows per second at the median latency.
 ``peak_memory_bytes``, ``memory_limit_bytes``
-    MLX's peak memory counter over one call; the batch config's memory limit.
+    MLX's peak memory counter over one call (above what MLX held when it started); the
+    batch config's memory limit.
 ``cache_efficiency_ratio``
     hits / (hits + misses) of the kernel's caches over the timed calls (after warm-up);
     left out for a kernel whose caches were not used.
