@@ -21,6 +21,7 @@ Set ``KERNELWATCH_BENCH_POWER_S`` to change the power study's duration (default 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import statistics
 import tempfile
@@ -118,6 +119,9 @@ def _power(power_s: float) -> list[str]:
     from daemon.baselines import pool_samples
 
     check = PerformanceCheck()
+    # The kernels are loaded by name as ``bench.checks``, which is another module object than
+    # ``__main__`` when this file runs as a script: set the knob on that one.
+    knob: dict[str, float] = importlib.import_module("bench.checks").INJECTED
     options: dict[str, Any] = {
         "kernels": list(SLOWED),
         "extra_kernels": list(SLOWED_SPECS),
@@ -126,14 +130,14 @@ def _power(power_s: float) -> list[str]:
     tmp = Path(tempfile.gettempdir())
 
     def trial(slowdown: float, extra: dict[str, Any], seed: int) -> Any:
-        INJECTED["slowdown"] = slowdown
+        knob["slowdown"] = slowdown
         try:
             ctx = CheckContext(
                 tier="daily", state_dir=tmp, seed=seed, run_id="power", options={**options, **extra}
             )
             return check.run(ctx)
         finally:
-            INJECTED["slowdown"] = 0.0
+            knob["slowdown"] = 0.0
 
     trial(0.0, {}, 0)  # process warm-up, as a fresh child's first run is not timed twice
     runs = [trial(0.0, {}, i).details for i in range(3)]
@@ -162,7 +166,7 @@ def _power(power_s: float) -> list[str]:
                 counts[key][2] += values["regression_pvalue"] < 0.002 and slowdown > 0.05
                 measured[key].append(slowdown)
     lines = [
-        "regression power (batch small, 20 reps/trial, baseline pooled from 3 clean runs, "
+        "regression power (batch small, default reps/trial, baseline pooled from 3 clean runs, "
         f"{power_s:.0f} s, levels round-robin):",
         "  kernel             injected  trials  median measured  flagged (min effect 10 %, "
         "the default = rule warn)  (min effect 5 %)",

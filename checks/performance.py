@@ -40,7 +40,7 @@ carries the ``fingerprint`` record and its ``digest``.
 The inputs come from ``options["input_seed"]`` (0), not the run's seed: latency depends on
 the data, and a run must time the same inputs as its baseline. The ``seed`` label says which.
 
-Options: ``repetitions`` (20), ``warmup`` (3), ``alpha`` (0.002), ``min_effect`` (0.10),
+Options: ``repetitions`` (40), ``warmup`` (3), ``alpha`` (0.002), ``min_effect`` (0.10),
 ``calibration_size`` (1024 columns), ``calibration_rounds`` (2), ``baseline``, ``baseline_state``,
 ``baselines``, and those of :mod:`checks.common`.
 
@@ -124,7 +124,7 @@ class PerformanceCheck:
         from checks.timing import Calibration, peak_mlx_memory, time_interleaved
 
         options = context.options
-        repetitions = option_int(options, "repetitions", 20, minimum=2)
+        repetitions = option_int(options, "repetitions", 40, minimum=2)
         warmup = option_int(options, "warmup", 3)
         # Latency depends on the data (the projection's Newton steps), so timing inputs come
         # from a fixed seed: runs stay comparable with their baseline, and still replayable.
