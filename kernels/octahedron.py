@@ -423,7 +423,10 @@ def activate_mlx(x: npt.ArrayLike, profile: Profile) -> FloatArray:
     """Return the octahedron activation of ``x`` computed by MLX in float32.
 
     Honours the profile's execution mode and its drill knobs (crash, hang,
-    slow_factor repetitions, cache_thrash, batch_scale).
+    slow_factor repetitions, cache_thrash, batch_scale). In conservative mode the
+    rows are streamed in chunks of ``Profile.chunk_rows``: each chunk's MLX input is
+    made from NumPy and evaluated before the next, so MLX's peak memory is that of
+    one chunk, for any batch (the memory_bloat drill's scaled batch included).
 
     Parameters
     ----------
@@ -448,20 +451,38 @@ def activate_mlx(x: npt.ArrayLike, profile: Profile) -> FloatArray:
     x_np = np.asarray(_check_x(x), dtype=np.float32)
     _check_wave_argument(x_np, profile)
     rows = x_np.shape[0]
-    scale = _drill.batch_scale(profile)
-    if scale > 1:
-        x_np = np.tile(x_np, (scale, 1))
-    xm = mx.array(x_np)
+    # The batch_scale drill repeats the rows (row i of the bloated batch is x[i mod B]); only
+    # the first B rows of the result are returned.
+    total = rows * _drill.batch_scale(profile)
+    step = profile.chunk_rows if profile.vectorization == "conservative" else total
     params, r = _params(profile)
-    y: mx.array | None = None
+    out = np.empty_like(x_np)
     for _ in range(_drill.repetitions(profile)):
-        y, z, theta, settled = _run(
-            "activate", _activate_graph, xm, (params, r), profile, chunked=scale == 1
-        )
-        y = _finish(y, z, r, theta, settled)
-        mx.eval(y)
-    assert y is not None
-    return np.array(y[:rows])
+        for start in range(0, total, max(step, 1)):
+            stop = min(start + step, total)
+            block = x_np[start:stop] if stop <= rows else x_np[np.arange(start, stop) % rows]
+            y = _activate_block(block, params, r, profile)
+            if start < rows:
+                out[start : min(stop, rows)] = y[: min(stop, rows) - start]
+    return out
+
+
+def _activate_block(
+    x_np: FloatArray, params: mx.array, r: mx.array, profile: Profile
+) -> FloatArray:
+    """Activate one block of rows: its MLX arrays live only while this block is computed.
+
+    ``activate_mlx`` streams the batch through here, one block in conservative mode per
+    ``chunk_rows`` rows (the whole batch in the other modes), so MLX's peak memory is
+    bounded by one block whatever the batch size.
+    """
+    xm = mx.array(x_np)
+    y, z, theta, settled = _run(
+        "activate", _activate_graph, xm, (params, r), profile, chunked=False
+    )
+    y = _finish(y, z, r, theta, settled)
+    mx.eval(y)
+    return np.array(y)
 
 
 def make_inputs(
