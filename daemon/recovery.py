@@ -16,7 +16,9 @@ Everything that must survive ``kill -9`` is in the store, namespace ``recovery``
 so a restart counts it once, re-runs an interrupted (idempotent) procedure, and re-queues a
 lost verification. The engine also tracks which tiers passed since the last profile change
 and checkpoints a profile that passed them all as *stable*; ``tick`` polls the active
-profile and answers a change with ``ProfileChanged`` and weekly + monthly runs at once.
+profile and answers a change with ``ProfileChanged`` and weekly, monthly and daily runs at
+once: a deployment that breaks the geometry, the quantum path, or makes kernels slow or
+memory-hungry is caught in minutes, not at the next window.
 """
 
 from __future__ import annotations
@@ -74,7 +76,9 @@ from daemon.recovery_config import IssuePolicy, RecoverySettings
 
 log = structlog.get_logger("kernelwatch.recovery")
 
-PROFILE_CHANGE_TIERS: Final = ("weekly", "monthly")
+# Queued in this order on a profile change: the quick correctness tiers first, then daily's
+# performance check (its timings and peak memory catch a slow or memory-hungry profile).
+PROFILE_CHANGE_TIERS: Final = ("weekly", "monthly", "daily")
 _PROFILE_KEY: Final = "profile"
 Enqueue = Callable[[str, str, datetime, "datetime | None", tuple[str, ...]], "str | None"]
 
@@ -667,7 +671,7 @@ class RecoveryEngine:
     # --- the active profile ------------------------------------------------------------
 
     def poll_profile(self) -> None:
-        """Publish a change of the active profile and queue weekly and monthly at once."""
+        """Publish a change of the active profile and queue weekly, monthly and daily at once."""
         if self._watcher is None:
             return
         with self._lock:
