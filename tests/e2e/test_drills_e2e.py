@@ -4,7 +4,7 @@ inject → the tier detects it → ThresholdCrossed → the mapped procedure →
 ThresholdCleared → RecoverySucceeded, in the JSONL telemetry and in /metrics, and the
 active profile ends equal to the newest stable checkpoint. Plus the unrepairable case and
 kill -9 between a procedure and its verification. The daily drills (memory_bloat,
-cache_thrash, slow_kernel) need a learned performance baseline and are not covered here.
+cache_thrash, slow_kernel) are in test_daily_drills_e2e.py.
 """
 
 from __future__ import annotations
@@ -13,169 +13,19 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from daemon.checkpoints import CheckpointStore
-from daemon.config import load_config
 from daemon.profile_store import read_active
-from tests.helpers import ROOT, free_port, http_get, telemetry_records, wait_until
+from tests.e2e._support import Env, in_order, recovery_metric_lines
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _rules_toml(unhealthy_after: int = 1) -> str:
-    """The default rules, with check_unhealthy raised after ``unhealthy_after`` failures."""
-    out = []
-    for r in load_config(None).rules:
-        lines = [
-            "[[rules]]",
-            f'name = "{r.name}"',
-            f'measurement = "{r.measurement}"',
-            f'issue = "{r.issue}"',
-            f'direction = "{r.direction}"',
-        ]
-        if r.warn is not None:
-            lines.append(f"warn = {r.warn!r}")
-        if r.crit is not None:
-            lines.append(f"crit = {r.crit!r}")
-        if r.labels:
-            lines.append(
-                "labels = {" + ", ".join(f'{k} = "{v}"' for k, v in r.labels.items()) + "}"
-            )
-        raise_after = unhealthy_after if r.name == "check_unhealthy" else r.raise_after
-        lines += [f"raise_after = {raise_after}", f"clear_after = {r.clear_after}"]
-        out.append("\n".join(lines))
-    return "\n\n".join(out) + "\n"
-
-
-def _config(port: int, coherence: str = "sizes = [16]\nbatch = 4") -> str:
-    return f"""
-[daemon]
-tick_s = 0.2
-shutdown_grace_s = 5.0
-[http]
-port = {port}
-[telemetry]
-flush_every_records = 1
-flush_every_s = 0.1
-[tiers.daily]
-enabled = false
-[tiers.quarterly]
-enabled = false
-[tiers.weekly]
-cron = "0 0 1 1 *"
-catch_up_grace_s = 0.0
-checks = ["geometry"]
-[tiers.monthly]
-cron = "0 0 1 1 *"
-catch_up_grace_s = 0.0
-checks = ["coherence"]
-[checks.geometry]
-timeout_s = 5.0
-[checks.geometry.options]
-rounds = 2
-kernels = ["octahedron"]
-[checks.coherence]
-timeout_s = 60.0
-[checks.coherence.options]
-{coherence}
-kernels = ["quantum"]
-
-{_rules_toml()}"""
-
-
-class Env:
-    """A state dir, a config and a port for one daemon."""
-
-    def __init__(self, tmp_path: Path, coherence: str = "sizes = [16]\nbatch = 4") -> None:
-        self.state = tmp_path / "state"
-        self.port = free_port()
-        self.config = tmp_path / "config.toml"
-        self.config.write_text(_config(self.port, coherence))
-        self.log = tmp_path / "daemon.log"
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "daemon.cli", *args]
-        argv += ["--state-dir", str(self.state), "--config", str(self.config)]
-        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
-
-    def records(self) -> list[dict[str, Any]]:
-        return telemetry_records(self.state)
-
-    def of_type(self, name: str) -> list[dict[str, Any]]:
-        return [r for r in self.records() if r["type"] == name]
-
-    @contextmanager
-    def daemon(
-        self,
-        *,
-        run_now: tuple[str, ...] | list[str] = (),
-        policy: dict[str, Any] | None = None,
-        stop_command: list[str] | None = None,
-    ) -> Iterator[subprocess.Popen[bytes]]:
-        """Start `kernelwatch run` with a `[recovery]` table setting the given overrides."""
-        recovery = "\n[recovery]\nstop_timeout_s = 10.0\n"
-        if stop_command is not None:
-            recovery += f"stop_command = {json.dumps(stop_command)}\n"
-        for issue in load_config().recovery.policy:
-            recovery += f"[recovery.policy.{issue}]\n"
-            recovery += "".join(f"{k} = {json.dumps(v)}\n" for k, v in (policy or {}).items())
-        config = self.config.with_name("config-run.toml")
-        config.write_text(self.config.read_text() + recovery)
-        argv = [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)]
-        argv += ["--state-dir", str(self.state)]
-        for tier in run_now:
-            argv += ["--run-now", tier]
-        with self.log.open("ab") as log:
-            proc = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=15)
-
-    def wait_stable_checkpoint(self) -> None:
-        wait_until(lambda: self.of_type("CheckpointCreated"), timeout=60, what="first checkpoint")
-
-    def metrics(self) -> str:
-        status, body = http_get(f"http://127.0.0.1:{self.port}/metrics")
-        assert status == 200
-        return body.decode()
-
-
-def _in_order(records: list[dict[str, Any]], steps: list[dict[str, Any]]) -> list[int]:
-    """Indices of records matching each step (all of its fields), each after the previous."""
-    found: list[int] = []
-    start = 0
-    for step in steps:
-        for i in range(start, len(records)):
-            if all(records[i].get(k) == v for k, v in step.items()):
-                found.append(i)
-                start = i + 1
-                break
-        else:
-            raise AssertionError(f"no {step} after record {start}: {records[start:][:40]}")
-    return found
 
 
 DRILLS = {
@@ -199,7 +49,7 @@ def test_drill_is_detected_repaired_and_verified(tmp_path: Path, fault: str) -> 
         assert done.returncode == 0, done.stderr
         wait_until(lambda: env.of_type("RecoverySucceeded"), timeout=90, what=f"{fault} recovered")
         records = env.records()
-        _in_order(
+        in_order(
             records,
             [
                 {"type": "DrillInjected", "fault": fault},
@@ -212,14 +62,7 @@ def test_drill_is_detected_repaired_and_verified(tmp_path: Path, fault: str) -> 
         )
         metrics = env.metrics()
         assert f'kernelwatch_drills_injected_total{{fault="{fault}"}} 1.0' in metrics
-        succeeded = [
-            line
-            for line in metrics.splitlines()
-            if line.startswith("kernelwatch_recovery_actions_total{")
-            and 'outcome="succeeded"' in line
-            and f'procedure="{procedure}"' in line
-        ]
-        assert succeeded, metrics
+        assert recovery_metric_lines(metrics, procedure, "succeeded"), metrics
         store = CheckpointStore(env.state / "checkpoints")
 
         def settled() -> bool:
