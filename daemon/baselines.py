@@ -306,7 +306,7 @@ def record_command(config: Config, state_dir: Path, runs: int, out: TextIO) -> i
             fingerprint,
             pooled,
             calibration=calibration,
-            reason=f"recorded ({runs} runs)",
+            reason=f"recorded ({runs} run{'s' if runs != 1 else ''})",
             runs=runs,
             replace=True,
         )
