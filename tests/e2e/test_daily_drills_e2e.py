@@ -22,38 +22,10 @@ import pytest
 from daemon.checkpoints import CheckpointStore
 from daemon.config import load_config
 from daemon.profile_store import read_active
-from tests.e2e._support import Env, in_order, recovery_metric_lines, rules_toml
+from tests.e2e._support import Env, daily_env, in_order, recovery_metric_lines
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-#: The daily tier runs only when asked (--run-now, a profile change, a verification).
-DAILY = 'cron = "0 0 1 1 *"\ncatch_up_grace_s = 0.0\nchecks = ["performance"]'
-DAILY_RULES = ("memory_overhead", "cache_efficiency", "performance_regression", "host_slowdown")
-
-
-def performance_options(batches: list[str]) -> str:
-    """Small options: the octahedron only, a few batch configs, 12 timed calls (a one-sided
-    Mann–Whitney test of 12 against 12 can reach p = 1/C(24, 12) ≈ 4e-7, below alpha)."""
-    names = ", ".join(f'"{b}"' for b in batches)
-    return f"""
-[checks.performance]
-timeout_s = 120.0
-[checks.performance.options]
-kernels = ["octahedron"]
-batches = [{names}]
-repetitions = 12
-warmup = 2
-"""
-
-
-def daily_env(tmp_path: Path, rule: str, batches: list[str]) -> Env:
-    """An Env whose daily tier runs the performance check with ``rule`` as its only daily rule."""
-    names = [r.name for r in load_config(None).rules]
-    only = [n for n in names if n not in DAILY_RULES or n == rule]
-    return Env(
-        tmp_path, daily=DAILY, extra=performance_options(batches), rules=rules_toml(only=only)
-    )
 
 
 def start_healthy(env: Env) -> None:
