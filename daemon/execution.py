@@ -169,6 +169,8 @@ class TierExecutor:
         deadline = self._deadline_s(request, check)
         seed = secrets.randbits(31)
         options: dict[str, Any] = {}
+        if self.config.kernels.extra:
+            options["extra_kernels"] = list(self.config.kernels.extra)
         settings = self.config.checks.get(name)
         if settings is not None:
             options.update(settings.options)

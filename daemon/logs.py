@@ -89,7 +89,9 @@ class LogSink:
         if name is None:
             name = self._names[event.type_name] = snake_case(event.type_name)
         payload = event.payload()
+        # Measurements and details (raw timing samples) can be tens of KB: telemetry has them.
         payload.pop("measurements", None)
+        payload.pop("details", None)
         payload["seq"] = event.seq
         if isinstance(event, _ERROR_EVENTS):
             self._log.error(name, **payload)
