@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
 import mlx.core as mx
 
+from kernels._counting import CountingCache
+
 __all__ = ["CompiledCache"]
 
 
-class CompiledCache:
+class CompiledCache(CountingCache):
     """Compiled MLX functions keyed by (name, shapes, dtypes); a new signature is a miss.
 
     The first call of a compiled function traces the graph and, on Linux, builds
@@ -28,10 +29,8 @@ class CompiledCache:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self._fns: dict[Hashable, Callable[..., Any]] = {}
-        self._hits = 0
-        self._misses = 0
-        self._lock = threading.Lock()
 
     def get(
         self,
@@ -53,14 +52,3 @@ class CompiledCache:
             if not bypass:
                 self._fns[key] = compiled
             return compiled
-
-    def stats(self) -> tuple[int, int]:
-        """Return (hits, misses) since creation or the last reset."""
-        with self._lock:
-            return self._hits, self._misses
-
-    def reset_stats(self) -> None:
-        """Zero the hit and miss counters (compiled functions are kept)."""
-        with self._lock:
-            self._hits = 0
-            self._misses = 0

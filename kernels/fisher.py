@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +37,7 @@ import scipy.linalg
 import scipy.sparse
 
 from kernels import _drill
+from kernels._counting import CountingCache
 from kernels.profile import Profile
 
 __all__ = [
@@ -346,7 +346,7 @@ def fisher_metric(
 # ---------------------------------------------------------------- quantum Fisher information
 
 
-class QFICache:
+class QFICache(CountingCache):
     """An LRU cache of QFI values keyed by a hash of (ρ, H) rounded to 1e-10, with counts.
 
     >>> cache = QFICache(maxsize=2)
@@ -357,11 +357,9 @@ class QFICache:
     """
 
     def __init__(self, *, maxsize: int = 256) -> None:
+        super().__init__()
         self.maxsize = maxsize
         self._data: OrderedDict[str, float] = OrderedDict()
-        self._hits = 0
-        self._misses = 0
-        self._lock = threading.Lock()
 
     @staticmethod
     def key(rho: npt.ArrayLike, hamiltonian: npt.ArrayLike) -> str:
@@ -390,17 +388,6 @@ class QFICache:
             self._data.move_to_end(key)
             while len(self._data) > self.maxsize:
                 self._data.popitem(last=False)
-
-    def stats(self) -> tuple[int, int]:
-        """Return (hits, misses) since creation or the last reset."""
-        with self._lock:
-            return self._hits, self._misses
-
-    def reset_stats(self) -> None:
-        """Zero the counters (entries are kept)."""
-        with self._lock:
-            self._hits = 0
-            self._misses = 0
 
 
 _QFI_CACHE = QFICache()
