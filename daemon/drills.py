@@ -22,7 +22,7 @@ hang, crash         ``drill.hang``, ``drill.crash``        check_unhealthy → r
 
 The CLI has no bus: ``inject`` writes the profile with cause ``drill:FAULT`` and a note in
 the store (namespace ``drills``); the daemon's profile watcher then publishes
-``DrillInjected`` and ``ProfileChanged`` and queues the weekly and monthly tiers.
+``DrillInjected`` and ``ProfileChanged`` and queues the weekly, monthly and daily tiers.
 """
 
 from __future__ import annotations

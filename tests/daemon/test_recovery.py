@@ -350,7 +350,7 @@ def test_cleared_issue_ends_escalation(harness: Harness) -> None:
     h.store.close()
 
 
-def test_profile_change_queues_weekly_and_monthly(harness: Harness) -> None:
+def test_profile_change_queues_weekly_monthly_and_daily(harness: Harness) -> None:
     """A change to the active profile by anyone is published and re-checked at once."""
     write_active(harness.tmp_path, canonical_profile(), "initial")
     harness.engine.tick()
@@ -360,6 +360,7 @@ def test_profile_change_queues_weekly_and_monthly(harness: Harness) -> None:
     assert [(t, tr) for _, t, tr, _ in harness.enqueued] == [
         ("weekly", "profile_change"),
         ("monthly", "profile_change"),
+        ("daily", "profile_change"),
     ]
     names = [e.type_name for e in harness.events]
     assert names[-2:] == ["DrillInjected", "ProfileChanged"]
