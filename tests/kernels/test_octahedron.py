@@ -266,22 +266,29 @@ def test_slow_factor_drill_costs_time() -> None:
     assert median_seconds(plain.replace(drill={"slow_factor": 8.0})) > 2 * median_seconds(plain)
 
 
-def test_batch_scale_drill_runs_one_unchunked_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    """batch_scale = 4 processes 4× the rows in one unchunked pass and returns B rows."""
-    shapes = []
+@pytest.mark.parametrize("mode", ["balanced", "conservative"])
+def test_batch_scale_drill_scales_rows_and_conservative_mode_streams_them(
+    monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """batch_scale = 4 processes 4x the rows: in one pass, or streamed by chunk_rows when
+    conservative (which is how enable_conservative_mode bounds a memory_bloat drill)."""
+    shapes: list[tuple[int, ...]] = []
     original = o._run
 
     def spy(name: str, graph: Any, x: Any, args: Any, profile: Profile, *, chunked: bool) -> Any:
-        shapes.append((tuple(x.shape), chunked))
+        shapes.append(tuple(x.shape))
         return original(name, graph, x, args, profile, chunked=chunked)
 
     monkeypatch.setattr(o, "_run", spy)
-    profile = CANONICAL.replace(
-        vectorization="conservative", chunk_rows=2, drill={"batch_scale": 4}
-    )
+    profile = CANONICAL.replace(vectorization=mode, chunk_rows=2, drill={"batch_scale": 4})
     x = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
     y = o.activate_mlx(x, profile)
-    assert shapes == [((20, 8), False)]
+    assert sum(shape[0] for shape in shapes) == 20
+    if mode == "balanced":
+        assert shapes == [(20, 8)]
+    else:
+        assert max(shape[0] for shape in shapes) <= 2
+    assert y.shape == (5, 8)
     np.testing.assert_allclose(y, o.activate_reference(x, profile), atol=1e-5)
 
 
