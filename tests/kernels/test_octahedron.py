@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import time
 from typing import Any
 
 import mlx.core as mx
@@ -241,29 +240,13 @@ def test_cache_thrash_drill_misses_every_call(fresh_caches: None) -> None:
 
 
 def test_slow_factor_drill_repeats_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    """slow_factor = 3 runs the kernel's graph three times per call."""
+    """slow_factor = 3 runs the kernel's graph three times per call, each pass evaluated
+    (every pass copies its rows out to NumPy, so MLX's lazy graph cannot drop one)."""
     calls = []
     original = o._run
     monkeypatch.setattr(o, "_run", lambda *a, **k: calls.append(1) or original(*a, **k))
     o.activate_mlx(np.ones((2, 8), np.float32), CANONICAL.replace(drill={"slow_factor": 3.0}))
     assert len(calls) == 3
-
-
-def test_slow_factor_drill_costs_time() -> None:
-    """slow_factor = 8 takes clearly longer than a plain call (median of 3)."""
-    x = np.random.default_rng(0).standard_normal((256, 1024)).astype(np.float32)
-
-    def median_seconds(profile: Profile) -> float:
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            o.activate_mlx(x, profile)
-            times.append(time.perf_counter() - start)
-        return sorted(times)[1]
-
-    plain = CANONICAL.replace(vectorization="balanced")
-    median_seconds(plain)
-    assert median_seconds(plain.replace(drill={"slow_factor": 8.0})) > 2 * median_seconds(plain)
 
 
 @pytest.mark.parametrize("mode", ["balanced", "conservative"])
