@@ -36,6 +36,7 @@ from prometheus_client.exposition import generate_latest
 
 from checks.api import TIERS, Status
 from daemon.config import Rule
+from daemon.evaluator import VOLATILE_LABELS
 from daemon.events import (
     ALL_EVENT_TYPES,
     CheckCompleted,
@@ -160,19 +161,31 @@ _BreachKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
 def _breach_key(rule: str, labels: Mapping[str, str]) -> _BreachKey:
-    return (rule, tuple(sorted(labels.items())))
+    # The evaluator's series identity: a crossing and its clearing carry different seeds.
+    return (rule, tuple(sorted((k, v) for k, v in labels.items() if k not in VOLATILE_LABELS)))
+
+
+_SeriesKey = tuple[tuple[str, str], ...]
 
 
 @final
 class _MeasurementCollector:
-    """Scrape-time gauges for the latest measurement values (one family per measurement name)."""
+    """Scrape-time gauges for the latest measurement values (one family per measurement name).
 
-    _LABELS: Final = ("tier", "check", "kernel", "batch")
+    A series is labelled by tier, check and the measurement's own labels except the
+    volatile ones (seed, profile id, run id), which change every run and would make
+    every run a new series. Every other label tells series apart (the coherence check's
+    ``size``, the runtime check's ``module``): dropping one would let their values
+    overwrite each other. A family's label names are the union over its series; a
+    series without one of them exports it as an empty string.
+    """
+
+    _FIRST: Final = ("tier", "check", "kernel", "batch")
 
     def __init__(self) -> None:
-        # metric name → (help text, {(tier, check, kernel, batch): value}); written by the bus
-        # thread, read by scrape threads, hence the lock and the snapshot in collect().
-        self._values: dict[str, tuple[str, dict[tuple[str, str, str, str], float]]] = {}
+        # metric name → (help text, {series key: value}); written by the bus thread, read by
+        # scrape threads, hence the lock and the snapshot in collect().
+        self._values: dict[str, tuple[str, dict[_SeriesKey, float]]] = {}
         self._names: dict[str, str] = {}  # measurement name → metric name (cache of the renames)
         self._lock = threading.Lock()
 
@@ -186,8 +199,14 @@ class _MeasurementCollector:
                 if entry is None:
                     doc = f"Latest {m.name} reported by a check (unit: {m.unit})."
                     entry = self._values[metric] = (doc, {})
-                labels = m.labels
-                entry[1][(tier, check, labels.get("kernel", ""), labels.get("batch", ""))] = m.value
+                key = tuple(
+                    sorted(
+                        (k, v)
+                        for k, v in m.labels.items()
+                        if k not in VOLATILE_LABELS and k not in ("tier", "check")
+                    )
+                )
+                entry[1][(("check", check), ("tier", tier), *key)] = m.value
 
     def describe(self) -> list[Metric]:
         return []  # names are dynamic; measurement_metric_name keeps them off the core names
@@ -199,9 +218,13 @@ class _MeasurementCollector:
             ]
         families: list[Metric] = []
         for name, doc, series in snapshot:
-            family = GaugeMetricFamily(name, doc, labels=self._LABELS)
-            for labels, value in series:
-                family.add_metric(labels, value)
+            seen = {k for key, _ in series for k, _ in key}
+            names = [n for n in self._FIRST if n in seen or n in ("kernel", "batch")]
+            names += sorted(seen - set(names))
+            family = GaugeMetricFamily(name, doc, labels=names)
+            for key, value in series:
+                labels = dict(key)
+                family.add_metric([labels.get(n, "") for n in names], value)
             families.append(family)
         return families
 

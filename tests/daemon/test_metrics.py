@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -257,14 +257,46 @@ def test_kernel_status_maps_to_numbers(sink: MetricsSink, registry: CollectorReg
 # --- measurements ---------------------------------------------------------------------------
 
 
-def test_measurement_becomes_gauge_with_bounded_labels(
+def test_measurement_becomes_gauge_without_volatile_labels(
     sink: MetricsSink, registry: CollectorRegistry
 ) -> None:
-    """A measurement is exported with tier, check, kernel and batch only."""
-    sink(_completed("daily", "perf", _latency(0.005)))
+    """A measurement is exported with tier, check and its own labels, less seed and profile id."""
+    m = _latency(0.005)
+    volatile = {**m.labels, "seed": "7", "profile_id": "abc123", "run_id": "r9"}
+    sink(_completed("daily", "perf", replace(m, labels=volatile)))
     labels = {"tier": "daily", "check": "perf", "kernel": "octahedron", "batch": "256"}
-    assert _value(registry, "kernelwatch_latency_per_batch_seconds", **labels) == 0.005
-    assert "dtype" not in sink.render().decode()
+    assert (
+        _value(registry, "kernelwatch_latency_per_batch_seconds", **labels, dtype="float32")
+        == 0.005
+    )
+    text = sink.render().decode()
+    assert "seed=" not in text
+    assert "profile_id=" not in text
+    assert "run_id=" not in text
+
+
+def test_series_that_differ_by_another_label_do_not_overwrite_each_other(
+    sink: MetricsSink, registry: CollectorRegistry
+) -> None:
+    """Two sizes of one kernel are two series; one without the label exports it empty."""
+
+    def deviation(value: float, **extra: str) -> Measurement:
+        return Measurement(
+            name="quantum_state_deviation_distance",
+            value=value,
+            unit="distance",
+            labels={"kernel": "quantum", **extra},
+        )
+
+    sink(
+        _completed("monthly", "coherence", deviation(1e-6, size="n16"), deviation(2e-6, size="n64"))
+    )
+    sink(_completed("monthly", "other", deviation(3e-6)))
+    name = "kernelwatch_quantum_state_deviation_distance"
+    base = {"tier": "monthly", "check": "coherence", "kernel": "quantum", "batch": ""}
+    assert _value(registry, name, **base, size="n16") == 1e-6
+    assert _value(registry, name, **base, size="n64") == 2e-6
+    assert _value(registry, name, **{**base, "check": "other"}, size="") == 3e-6
 
 
 def test_measurement_keeps_latest_value(sink: MetricsSink, registry: CollectorRegistry) -> None:
@@ -272,6 +304,7 @@ def test_measurement_keeps_latest_value(sink: MetricsSink, registry: CollectorRe
     sink(_completed("daily", "perf", _latency(0.005)))
     sink(_completed("daily", "perf", _latency(0.007)))
     labels = {"tier": "daily", "check": "perf", "kernel": "octahedron", "batch": "256"}
+    labels["dtype"] = "float32"
     assert _value(registry, "kernelwatch_latency_per_batch_seconds", **labels) == 0.007
 
 
@@ -296,8 +329,8 @@ def test_non_finite_measurements_are_exported(sink: MetricsSink) -> None:
         )
     )
     text = sink.render().decode()
-    assert 'batch="256",check="perf",kernel="octahedron",tier="daily"} NaN' in text
-    assert 'batch="512",check="perf",kernel="octahedron",tier="daily"} +Inf' in text
+    assert 'batch="256",check="perf",dtype="float32",kernel="octahedron",tier="daily"} NaN' in text
+    assert 'batch="512",check="perf",dtype="float32",kernel="octahedron",tier="daily"} +Inf' in text
 
 
 def test_measurement_colliding_with_core_name_is_renamed() -> None:
@@ -399,6 +432,16 @@ def test_distinct_breaches_add_up_and_clear(sink: MetricsSink, registry: Collect
     assert _value(registry, "kernelwatch_open_issues", issue="cache_miss") == 1.0
     sink(_cleared(kernel="k1"))
     assert _value(registry, "kernelwatch_open_issues", issue="cache_miss") == 1.0
+
+
+def test_breach_clears_when_its_seed_differs(
+    sink: MetricsSink, registry: CollectorRegistry
+) -> None:
+    """A breach raised on one run's seed clears on another's: seeds are not series identity."""
+    sink(replace(_crossed(), labels={"kernel": "k1", "seed": "1", "profile_id": "p1"}))
+    assert _value(registry, "kernelwatch_open_issues", issue="cache_miss") == 1.0
+    sink(replace(_cleared(), labels={"kernel": "k1", "seed": "2", "profile_id": "p1"}))
+    assert _value(registry, "kernelwatch_open_issues", issue="cache_miss") == 0.0
 
 
 def test_restored_open_issues_count_down(sink: MetricsSink, registry: CollectorRegistry) -> None:
