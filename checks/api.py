@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 TIERS: tuple[str, ...] = ("daily", "weekly", "monthly", "quarterly")
 
@@ -73,7 +73,10 @@ class Measurement:
 
     def to_record(self) -> dict[str, Any]:
         value: float | str = self.value if math.isfinite(self.value) else repr(self.value)
-        return {"name": self.name, "value": value, "unit": self.unit, "labels": dict(self.labels)}
+        # labels is always a MappingProxyType (__post_init__): its copy() is a plain dict,
+        # several times faster than dict(proxy), and telemetry serialises every measurement.
+        labels = cast(MappingProxyType[str, str], self.labels).copy()
+        return {"name": self.name, "value": value, "unit": self.unit, "labels": labels}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Measurement:

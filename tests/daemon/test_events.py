@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
 import pytest
 
 from checks.api import Measurement
@@ -91,3 +92,59 @@ def test_unknown_schema_or_type_is_refused() -> None:
         event_from_record({"schema": 99, "type": "CheckCompleted"})
     with pytest.raises(ValueError, match="unknown event type"):
         event_from_record({"schema": SCHEMA_VERSION, "type": "Nope"})
+
+
+_SAMPLES: dict[str, object] = {
+    "str": 'a "quoted" text',
+    "int": 42,
+    "bool": True,
+    "int | None": None,
+    "float": 0.1,
+    "datetime": datetime(2026, 3, 1, 2, 30, 0, 123456, tzinfo=UTC),
+    "tuple[str, ...]": ("octahedron", "quantum"),
+    "Mapping[str, str]": {"kernel": "octahedron", "batch": "256"},
+    "Mapping[str, Any]": {"nested": {"x": [1, 2.5]}, "at": datetime(2026, 3, 1, tzinfo=UTC)},
+    "tuple[Measurement, ...]": (
+        Measurement(name="a_seconds", value=0.5, unit="seconds", labels={"kernel": "k"}),
+        Measurement(name="b_ratio", value=float("nan"), unit="ratio"),
+    ),
+}
+
+
+def _sample(cls: type, **overrides: object) -> object:
+    fields = [f for f in dataclasses.fields(cls) if f.name not in ("at", "seq", "host")]
+    kwargs = {f.name: _SAMPLES[str(f.type)] for f in fields}
+    kwargs.update(overrides)
+    return cls(**kwargs).stamped(at=AT, seq=9, host="h")
+
+
+@pytest.mark.parametrize("cls", ALL_EVENT_TYPES, ids=lambda c: c.__name__)
+def test_to_json_is_the_compact_json_of_to_record(cls: type) -> None:
+    """The telemetry fast path writes exactly the bytes of the record, for every event type."""
+    event = _sample(cls)
+    assert event.to_json() == orjson.dumps(event.to_record())  # type: ignore[attr-defined]
+
+
+def test_to_json_writes_non_finite_floats_and_other_zones_as_the_record_does() -> None:
+    """NaN, infinity and a non-UTC stamp come out as to_record spells them."""
+    event = ThresholdCrossed(
+        rule="r",
+        issue="i",
+        level="critical",
+        measurement="m_ratio",
+        labels={},
+        value=float("nan"),
+        threshold=float("-inf"),
+        tier="t",
+        check="c",
+        run_id="x",
+    ).stamped(at=datetime(2026, 3, 1, 3, 0, tzinfo=timezone(timedelta(hours=2))), seq=1, host="h")
+    assert event.to_json() == orjson.dumps(event.to_record())
+    assert b'"nan"' in event.to_json()
+    assert b'"at":"2026-03-01T01:00:00+00:00"' in event.to_json()
+
+
+def test_to_json_of_a_mistyped_field_falls_back_to_the_record() -> None:
+    """A value of a type its annotation does not promise is still written exactly."""
+    event = _sample(ThresholdCrossed, labels={1: "int key"}, run_id=("tuple", "not", "str"))
+    assert event.to_json() == orjson.dumps(event.to_record())  # type: ignore[attr-defined]
