@@ -55,6 +55,11 @@ class EventBus:
                 raise ValueError(f"subscriber {name!r} is already subscribed")
             self._subscribers.append((name, subscriber))
 
+    def subscriber_names(self) -> tuple[str, ...]:
+        """The names of the current subscribers, in delivery order."""
+        with self._lock:
+            return tuple(name for name, _ in self._subscribers)
+
     def unsubscribe(self, name: str) -> None:
         with self._lock:
             self._subscribers = [(n, s) for n, s in self._subscribers if n != name]

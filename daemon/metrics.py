@@ -42,6 +42,7 @@ from daemon.events import (
     CheckCompleted,
     CheckCrashed,
     CheckEvaluated,
+    CheckStarted,
     CheckTimedOut,
     ClockJumped,
     ConfigRejected,
@@ -219,7 +220,8 @@ class _MeasurementCollector:
         families: list[Metric] = []
         for name, doc, series in snapshot:
             seen = {k for key, _ in series for k, _ in key}
-            names = [n for n in self._FIRST if n in seen or n in ("kernel", "batch")]
+            # tier, check, kernel and batch always, so dashboards can rely on them.
+            names: list[str] = list(self._FIRST)
             names += sorted(seen - set(names))
             family = GaugeMetricFamily(name, doc, labels=names)
             for key, value in series:
@@ -482,6 +484,7 @@ class MetricsSink:
 
         self._handlers: Final[dict[type[Event], Callable[[Any], None]]] = {
             DaemonStarted: self._on_daemon_started,
+            CheckStarted: self._on_check_started,
             CheckEvaluated: self._on_check_evaluated,
             CheckCompleted: self._on_check_completed,
             CheckTimedOut: self._on_check_timed_out,
@@ -569,6 +572,19 @@ class MetricsSink:
 
     def _on_daemon_started(self, e: DaemonStarted) -> None:
         self.daemon_start_time.set(e.at.timestamp())
+
+    def declare_subscribers(self, names: Iterable[str]) -> None:
+        """Start each subscriber's failure counter at 0, so increase() works from the start."""
+        for name in names:
+            self.subscriber_failures.labels(name)
+
+    def _on_check_started(self, e: CheckStarted) -> None:
+        # A check's counters exist from its first start: a panel or an alert on timeouts or
+        # crashes then reads 0, not "no data", until one happens.
+        for status in CHECK_STATUSES:
+            self.check_runs.labels(e.tier, e.check, status)
+        self.check_timeouts.labels(e.tier, e.check)
+        self.check_crashes.labels(e.tier, e.check)
 
     def _on_check_evaluated(self, e: CheckEvaluated) -> None:
         # The only event counted in check_runs_total: the daemon evaluates timeouts and

@@ -20,6 +20,7 @@ from daemon.events import (
     CheckCompleted,
     CheckCrashed,
     CheckEvaluated,
+    CheckStarted,
     CheckTimedOut,
     ClockJumped,
     ConfigRejected,
@@ -176,6 +177,25 @@ def test_subscriber_failure_is_counted(bus: EventBus, registry: CollectorRegistr
     bus.subscribe("broken", broken)
     bus.publish(ConfigReloaded(source="a.toml", digest="abc"))
     assert _value(registry, "kernelwatch_subscriber_failures_total", subscriber="broken") == 1.0
+
+
+def test_declared_subscribers_start_at_zero(sink: MetricsSink, registry: CollectorRegistry) -> None:
+    """Every declared subscriber has a failure series at 0 before anything fails."""
+    sink.declare_subscribers(["telemetry", "recovery"])
+    for name in ("telemetry", "recovery"):
+        assert _value(registry, "kernelwatch_subscriber_failures_total", subscriber=name) == 0.0
+
+
+def test_a_started_check_has_zeroed_run_timeout_and_crash_series(
+    sink: MetricsSink, registry: CollectorRegistry
+) -> None:
+    """From a check's first start, its timeouts, crashes and runs per status read 0."""
+    sink(CheckStarted(run_id="r1", tier="weekly", check="geometry", pid=1, deadline_s=60.0))
+    labels = {"tier": "weekly", "check": "geometry"}
+    assert _value(registry, "kernelwatch_check_timeouts_total", **labels) == 0.0
+    assert _value(registry, "kernelwatch_check_crashes_total", **labels) == 0.0
+    for status in ("ok", "warning", "critical", "unknown"):
+        assert _value(registry, "kernelwatch_check_runs_total", **labels, status=status) == 0.0
 
 
 def test_config_reloads_count_by_result(sink: MetricsSink, registry: CollectorRegistry) -> None:
