@@ -2,7 +2,9 @@
 
 Every subcommand accepts ``--config PATH`` (or ``KERNELWATCH_CONFIG``) and ``--state-dir``
 (or ``KERNELWATCH_STATE_DIR``, default ``./var``). A bad config exits 78 (EX_CONFIG).
-``check`` exits like a Nagios plugin: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+``check`` exits like a Nagios plugin: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (an unknown
+target too). ``run`` exits 0 after a stop, 69 (EX_UNAVAILABLE) when its HTTP port is taken,
+and 128 + the signal number when a second SIGTERM/SIGINT forced the exit.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from daemon.config import (
 from daemon.errors import ConfigError, KernelwatchError
 
 EX_USAGE: Final = 64
+EX_UNAVAILABLE: Final = 69
 EX_SOFTWARE: Final = 70
+EX_CHECK_UNKNOWN: Final = 3
 Handler = Callable[[argparse.Namespace, Config, Path], int]
 _COMMANDS: dict[str, Handler] = {}
 
@@ -40,6 +44,17 @@ def command(name: str) -> Callable[[Handler], Handler]:
         return handler
 
     return register
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (argparse names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", parents=[common], help="last and next runs, open issues, health")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("schedule", parents=[common], help="the next runs per tier")
-    p.add_argument("--count", type=int, default=3, help="runs per tier (default 3)")
+    p.add_argument("--count", type=positive_int, default=3, help="runs per tier (default 3)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("config", parents=[common], help="validate or show the configuration")
@@ -83,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("telemetry", parents=[common], help="read the JSONL telemetry")
     tsub = p.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
     t = tsub.add_parser("tail", parents=[common], help="print the last events")
-    t.add_argument("-n", type=int, default=20, help="number of records (default 20)")
+    t.add_argument("-n", type=positive_int, default=20, help="number of records (default 20)")
     t.add_argument("--follow", "-f", action="store_true", help="keep printing new records")
     t.add_argument("--type", action="append", default=[], help="only this event type (repeatable)")
     t.add_argument("--since", help="only records newer than this duration (90s, 15m, 2h, 7d)")
@@ -91,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("baseline", parents=[common], help="performance baselines")
     bsub = p.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
     b = bsub.add_parser("record", parents=[common], help="run the daily tier N times, store it")
-    b.add_argument("--runs", type=int, default=3, help="number of runs to pool (default 3)")
+    b.add_argument(
+        "--runs", type=positive_int, default=3, help="number of runs to pool (default 3)"
+    )
     b = bsub.add_parser("show", parents=[common], help="the stored baselines per fingerprint")
     b.add_argument("--json", action="store_true")
 
@@ -137,19 +154,25 @@ def _handler(name: str) -> Handler:
 def _run(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
     from daemon.app import run_daemon
     from daemon.cli_recovery import install
+    from daemon.errors import ListenError
 
-    return run_daemon(
-        config, args.config_path, state_dir, run_now=tuple(args.run_now), extra_hooks=(install,)
-    )
+    try:
+        return run_daemon(
+            config,
+            args.config_path,
+            state_dir,
+            run_now=tuple(args.run_now),
+            extra_hooks=(install,),
+        )
+    except ListenError as exc:
+        print(f"kernelwatch: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
 
 
 @command("baseline.record")
 def _baseline_record(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
     from daemon.baselines import record_command
 
-    if args.runs < 1:
-        print("kernelwatch: --runs must be at least 1", file=sys.stderr)
-        return EX_USAGE
     return record_command(config, state_dir, args.runs, sys.stdout)
 
 
@@ -228,9 +251,20 @@ def _schedule(args: argparse.Namespace, config: Config, _state_dir: Path) -> int
 
 @command("check")
 def _check(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
+    from daemon.errors import RegistryError
     from daemon.oneshot import run_once
 
-    status, payload = run_once(config, state_dir, args.target)
+    try:
+        status, payload = run_once(config, state_dir, args.target)
+    except RegistryError as exc:
+        # Nagios semantics: a check that cannot be run is UNKNOWN, not a software error.
+        message = f"{exc}; tiers: {', '.join(TIER_ORDER)}"
+        print(f"kernelwatch: {args.target}: {message}", file=sys.stderr)
+        if args.json:
+            unknown = {"target": args.target, "status": "unknown", "exit_code": 3}
+            json.dump({**unknown, "error": message, "checks": []}, sys.stdout, indent=2)
+            print()
+        return EX_CHECK_UNKNOWN
     if args.json:
         json.dump(payload, sys.stdout, indent=2, default=str)
         print()

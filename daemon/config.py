@@ -303,12 +303,8 @@ def _validate(config: Config, source: str) -> None:
     for name, check in config.checks.items():
         if check.timeout_s < 0:
             raise ConfigError("must be >= 0", source=source, key=f"checks.{name}.timeout_s")
-        if check.module and ":" not in check.module:
-            raise ConfigError(
-                f"expected 'package.module:attribute', got {check.module!r}",
-                source=source,
-                key=f"checks.{name}.module",
-            )
+        if check.module:
+            _validate_target(check.module, source, f"checks.{name}.module")
     seen: set[str] = set()
     for i, rule in enumerate(config.rules):
         key = f"rules[{i}]"
@@ -331,6 +327,18 @@ def _validate(config: Config, source: str) -> None:
         positive(f"{key}.raise_after", rule.raise_after)
         positive(f"{key}.clear_after", rule.clear_after)
     validate_recovery(config.recovery, source)
+
+
+def _validate_target(target: str, source: str, key: str) -> None:
+    """``package.module:attribute``: both sides dotted Python names (what the registry imports)."""
+    module, sep, attribute = target.partition(":")
+    parts = [*module.split("."), *attribute.split(".")]
+    if not sep or not all(part.isidentifier() for part in parts):
+        raise ConfigError(
+            f"expected 'package.module:attribute' (dotted Python names), got {target!r}",
+            source=source,
+            key=key,
+        )
 
 
 def _validate_cron(expr: str, source: str, key: str) -> None:

@@ -8,7 +8,8 @@
     │   ├── CheckTimeoutError  killed at its deadline
     │   └── CheckCrashError    exited abnormally or by a signal
     ├── RecoveryError          a recovery procedure failed
-    └── RegistryError          a check, kernel or procedure name could not be resolved
+    ├── RegistryError          a check, kernel or procedure name could not be resolved
+    └── ListenError            the HTTP endpoint cannot listen (its port is taken)
 
 A failing check never escapes the runner: it becomes an event.
 """
@@ -56,3 +57,7 @@ class RecoveryError(KernelwatchError):
 
 class RegistryError(KernelwatchError):
     """A check, kernel or procedure name could not be resolved."""
+
+
+class ListenError(KernelwatchError):
+    """The HTTP endpoint cannot listen on its configured address (the port is taken)."""

@@ -286,11 +286,15 @@ class RunMissed(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunDropped(Event):
-    """A queued run was dropped because its window closed before it could start."""
+    """A run ended before all its checks ran. ``reason``: ``window_closed`` (its window
+    closed first) or ``stopping`` (the daemon stopped; it is run again at the next start,
+    within its grace); ``skipped``: the checks that never ran."""
 
     run_id: str
     tier: str
     window_end: str
+    reason: str = "window_closed"
+    skipped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -352,6 +356,17 @@ class CheckTimedOut(Event):
     check: str
     deadline_s: float
     duration_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckCancelled(Event):
+    """The daemon killed a check's process because it is stopping: no verdict, no crash."""
+
+    run_id: str
+    tier: str
+    check: str
+    duration_s: float
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

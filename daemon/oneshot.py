@@ -50,7 +50,8 @@ def run_once(config: Config, state_dir: Path, target: str) -> tuple[Status, dict
         window_end=None,
         checks=checks,
     )
-    status, reports = executor.execute(request)
+    result = executor.execute(request)
+    status = result.status
     payload = {
         "target": target,
         "tier": tier,
@@ -66,7 +67,7 @@ def run_once(config: Config, state_dir: Path, target: str) -> tuple[Status, dict
                 "breaches": list(r.breaches),
                 "measurements": [m.to_record() for m in r.measurements],
             }
-            for r in reports
+            for r in result.reports
         ],
     }
     return status, payload

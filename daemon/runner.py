@@ -8,11 +8,16 @@ the whole group gets SIGTERM, then SIGKILL after ``kill_grace_s``; after a norma
 group gets SIGKILL too, so grandchildren never outlive a run. The child is reaped with
 ``os.wait4`` for its peak RSS. Callers serialise runs: one ``CheckRunner`` runs one child at
 a time. A failing check never escapes: every way a child can end is a ``ChildOutcome``.
+
+``cancel`` is sticky: it is for shutdown, so once called the runner starts no more children
+(a later ``run`` returns a cancelled ``ChildCrashed`` at once), and a cancel that lands
+between two runs, or while a child is being started, is never lost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import selectors
@@ -38,6 +43,8 @@ _DRAIN_S = 1.0
 _REAP_S = 10.0
 # How often the child's peak RSS is sampled while it runs (a timed-out child reports none).
 _SAMPLE_S = 0.2
+# Slack on top of the bounds above before a run counts as overdue (scheduling, pipe reads).
+_OVERDUE_SLACK_S = 5.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,13 +109,18 @@ class ChildTimedOut:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChildCrashed:
-    """The check raised, exited abnormally, died by a signal, or returned no valid result."""
+    """The check raised, exited abnormally, died by a signal, or returned no valid result.
+
+    ``cancelled``: it did not fail on its own; ``CheckRunner.cancel`` ended it (or kept it from
+    starting), so it says nothing about the check's health.
+    """
 
     duration_s: float
     exit_code: int | None
     signal: int | None
     error: str
     peak_rss_bytes: int
+    cancelled: bool = False
 
 
 ChildOutcome = ChildCompleted | ChildTimedOut | ChildCrashed
@@ -301,14 +313,25 @@ class CheckRunner:
         python: str = sys.executable,
         on_start: Callable[[int], None] | None = None,
     ) -> None:
-        if kill_grace_s < 0:
-            raise ValueError(f"kill_grace_s must be >= 0, got {kill_grace_s!r}")
-        self._kill_grace_s = kill_grace_s
+        self.kill_grace_s = kill_grace_s
         self._python = python
         self._on_start = on_start
         self._lock = threading.Lock()
         self._current: _Run | None = None
         self._cancelled = False
+        self._overdue_at: float | None = None  # time.monotonic() bound of the run in progress
+        self._idle_since = time.monotonic()
+
+    @property
+    def kill_grace_s(self) -> float:
+        """Seconds between SIGTERM and SIGKILL; settable (config reload), for the next run."""
+        return self._kill_grace_s
+
+    @kill_grace_s.setter
+    def kill_grace_s(self, value: float) -> None:
+        if not value >= 0:
+            raise ValueError(f"kill_grace_s must be >= 0, got {value!r}")
+        self._kill_grace_s = value
 
     @property
     def running_pid(self) -> int | None:
@@ -316,16 +339,53 @@ class CheckRunner:
         with self._lock:
             return None if self._current is None else self._current.proc.pid
 
-    def cancel(self) -> None:
-        """End the running child now (SIGTERM, then SIGKILL after the grace); no-op when idle.
+    @property
+    def cancelled(self) -> bool:
+        """Whether ``cancel`` was called (this runner then starts no more children)."""
+        with self._lock:
+            return self._cancelled
 
-        Returns at once; the ``run`` in progress does the killing and returns a
-        ``ChildCrashed`` whose error says it was cancelled.
+    def overdue_in(self) -> float | None:
+        """Seconds until the child in progress is overdue, or None between runs.
+
+        A run ends by its deadline plus the kill grace plus the bounded waits for the exit and
+        the pipes; past that, the runner itself is stuck (a watchdog should notice).
         """
         with self._lock:
+            if self._overdue_at is None:
+                return None
+            return self._overdue_at - time.monotonic()
+
+    def idle_for(self) -> float:
+        """Seconds since the last child ended (or since this runner was made); 0 while running."""
+        with self._lock:
+            if self._overdue_at is not None:
+                return 0.0
+            return time.monotonic() - self._idle_since
+
+    def cancel(self) -> None:
+        """End the running child now (SIGTERM, then SIGKILL after the grace), start no more.
+
+        Returns at once; the ``run`` in progress does the killing and returns a
+        ``ChildCrashed`` with ``cancelled=True``. Sticky: every later ``run`` returns one at
+        once without starting a child.
+        """
+        with self._lock:
+            self._cancelled = True
+            if self._current is not None:
+                self._current.wake()
+
+    def kill_now(self) -> None:
+        """SIGKILL the running child's whole group at once (forced exit); no-op when idle.
+
+        Also cancels, so nothing more starts. Safe from any thread: the child is not reaped
+        until ``run`` has killed its group, so its group id cannot have been reused.
+        """
+        with self._lock:
+            self._cancelled = True
             if self._current is None:
                 return
-            self._cancelled = True
+            _kill_group(self._current.proc.pid, signal.SIGKILL)
             self._current.wake()
 
     def run(
@@ -341,6 +401,15 @@ class CheckRunner:
         """
         notify = on_start if on_start is not None else self._on_start
         start = time.monotonic()
+        if self.cancelled:
+            return ChildCrashed(
+                duration_s=0.0,
+                exit_code=None,
+                signal=None,
+                error="cancelled before it started (the runner was cancelled: shutting down)",
+                peak_rss_bytes=0,
+                cancelled=True,
+            )
         try:
             body = json.dumps(request.to_record(), allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -377,11 +446,15 @@ class CheckRunner:
         child = _Run(proc, result_r, payload.encode())
         with self._lock:
             self._current = child
-            self._cancelled = False
+            grace = self._kill_grace_s
+            self._overdue_at = start + deadline_s + grace + _REAP_S + 2 * _DRAIN_S
+            self._overdue_at += _OVERDUE_SLACK_S
         try:
             if notify is not None:
                 notify(proc.pid)
-            return self._supervise(child, request, start=start, deadline_s=deadline_s)
+            return self._supervise(
+                child, request, start=start, deadline_s=deadline_s, grace_s=grace
+            )
         finally:
             if proc.returncode is None:
                 # Only reached when on_start or supervision raised: never leave the child.
@@ -390,14 +463,22 @@ class CheckRunner:
                 child.reap()
             with self._lock:
                 self._current = None
+                self._overdue_at = None
+                self._idle_since = time.monotonic()
             child.close()
 
     def _supervise(
-        self, child: _Run, request: ChildRequest, *, start: float, deadline_s: float
+        self,
+        child: _Run,
+        request: ChildRequest,
+        *,
+        start: float,
+        deadline_s: float,
+        grace_s: float,
     ) -> ChildOutcome:
         """Pump pipes until the child exits, the deadline passes or we are cancelled."""
         deadline = start + deadline_s
-        while not child.exited.is_set() and not self._is_cancelled():
+        while not child.exited.is_set() and not self.cancelled:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -406,9 +487,14 @@ class CheckRunner:
             _kill_group(child.proc.pid, signal.SIGKILL)  # leave no grandchild behind
             child.drain(_DRAIN_S)
             status, rss = child.reap()
-            return self._judge(child, request, status, rss, time.monotonic() - start)
-        cancelled = self._is_cancelled()
-        self._terminate(child)
+            outcome = self._judge(child, request, status, rss, time.monotonic() - start)
+            if isinstance(outcome, ChildCrashed) and self.cancelled:
+                # It died as (or after) we cancelled, e.g. by kill_now's SIGKILL: not its fault.
+                error = f"cancelled by the runner (daemon shutting down): {outcome.error}"
+                return dataclasses.replace(outcome, error=error, cancelled=True)
+            return outcome
+        cancelled = self.cancelled
+        self._terminate(child, grace_s=grace_s)
         status, rss = child.reap()
         duration = time.monotonic() - start
         if not cancelled:
@@ -420,17 +506,14 @@ class CheckRunner:
             signal=sig,
             error="cancelled by the runner before the check finished (daemon shutting down)",
             peak_rss_bytes=rss,
+            cancelled=True,
         )
 
-    def _is_cancelled(self) -> bool:
-        with self._lock:
-            return self._cancelled
-
-    def _terminate(self, child: _Run) -> None:
+    def _terminate(self, child: _Run, *, grace_s: float) -> None:
         """SIGTERM the group, SIGKILL it after the grace, and wait (bounded) for the exit."""
         pgid = child.proc.pid
         _kill_group(pgid, signal.SIGTERM)
-        grace_end = time.monotonic() + self._kill_grace_s
+        grace_end = time.monotonic() + grace_s
         while not child.exited.is_set() and time.monotonic() < grace_end:
             child.pump(grace_end - time.monotonic())
         _kill_group(pgid, signal.SIGKILL)  # also catches grandchildren that ignored SIGTERM

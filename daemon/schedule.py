@@ -23,13 +23,19 @@ Catch-up (``plan_catch_up``) decisions:
   missed run is never silent;
 * a catch-up run gets a fresh window of ``window_s`` starting now (its original window has
   usually closed by the time the daemon is back, and the grace already bounds how late it is).
+
+Runs a stop interrupted (queued or running when the daemon stopped or was killed; see
+``plan_resume``) are decided once, at the next start: per tier, the newest one whose trigger the
+daemon re-runs (cron, catch-up, profile change) runs again under its own trigger with a fresh
+window if it is within the tier's catch-up grace and no later occurrence is being caught up;
+every other one is reported missed. Verify runs are left to the recovery engine.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
@@ -44,6 +50,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from daemon.clock import Clock, SystemClock, ensure_utc
 from daemon.config import TIER_ORDER, TierSettings
+from daemon.store import RESUMABLE_TRIGGERS, RunRow
 
 log = structlog.get_logger("kernelwatch.schedule")
 
@@ -154,6 +161,18 @@ class Missed:
     tier: str
     scheduled_for: datetime
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rerun:
+    """Run an interrupted run again now, once, under its own trigger; its window starts now."""
+
+    trigger: str
+    occurrence: Occurrence
+
+    @property
+    def tier(self) -> str:
+        return self.occurrence.tier
 
 
 def _occurrence(tier: str, settings: TierSettings, scheduled_for: datetime) -> Occurrence:
@@ -278,6 +297,66 @@ def plan_catch_up(
     return plan
 
 
+# Triggers whose interrupted runs the daemon leaves alone: the recovery engine re-queues its
+# own pending verifications.
+_NOT_OURS: Final = ("verify",)
+_INTERRUPTED: Final = "interrupted by a daemon stop"
+
+
+def plan_resume(
+    interrupted: Sequence[RunRow],
+    tiers: Mapping[str, TierSettings],
+    now: datetime,
+    *,
+    superseded: Collection[str] = (),
+) -> list[tuple[RunRow, Rerun | Missed]]:
+    """What to do at start about runs left incomplete by the previous daemon (see module doc).
+
+    ``interrupted`` are the store's incomplete rows (oldest first), ``tiers`` the enabled ones,
+    ``superseded`` the tiers ``plan_catch_up`` catches up (a later occurrence replaces the
+    interrupted run). Each returned row gets exactly one decision; verify rows get none.
+    """
+    now = ensure_utc(now)
+    rows = [r for r in interrupted if r.trigger not in _NOT_OURS]
+    rerun: dict[str, RunRow] = {}
+    for row in rows:
+        settings = tiers.get(row.tier)
+        if (
+            row.trigger in RESUMABLE_TRIGGERS
+            and settings is not None
+            and settings.enabled
+            and row.tier not in superseded
+            and (now - row.scheduled_for).total_seconds() <= settings.catch_up_grace_s
+        ):
+            best = rerun.get(row.tier)
+            if best is None or row.scheduled_for >= best.scheduled_for:
+                rerun[row.tier] = row
+    plan: list[tuple[RunRow, Rerun | Missed]] = []
+    for row in rows:
+        chosen = rerun.get(row.tier)
+        settings = tiers.get(row.tier)
+        if chosen is row and settings is not None:
+            window_end = now + timedelta(seconds=settings.window_s)
+            plan.append(
+                (row, Rerun(row.trigger, Occurrence(row.tier, row.scheduled_for, window_end)))
+            )
+            continue
+        if row.trigger not in RESUMABLE_TRIGGERS:
+            reason = f"{_INTERRUPTED}; {row.trigger} runs are not run again"
+        elif settings is None or not settings.enabled:
+            reason = f"{_INTERRUPTED}; the tier is not enabled"
+        elif row.tier in superseded:
+            reason = f"{_INTERRUPTED}; superseded by the catch-up of a later occurrence"
+        elif chosen is not None:
+            reason = (
+                f"{_INTERRUPTED}; coalesced into the re-run of {chosen.scheduled_for.isoformat()}"
+            )
+        else:
+            reason = f"{_INTERRUPTED}; past catch-up grace"
+        plan.append((row, Missed(row.tier, row.scheduled_for, reason)))
+    return plan
+
+
 # --- clock jumps ------------------------------------------------------------------------
 
 
@@ -285,12 +364,21 @@ class ClockJumpDetector:
     """Notices a wall-clock step (suspend/resume, NTP step) by comparing it with monotonic time."""
 
     def __init__(self, clock: Clock, threshold_s: float) -> None:
-        if not threshold_s > 0:
-            raise ValueError(f"threshold_s must be > 0, got {threshold_s!r}")
         self._clock = clock
-        self._threshold_s = threshold_s
+        self.threshold_s = threshold_s
         self._wall = clock.now()
         self._mono = clock.monotonic()
+
+    @property
+    def threshold_s(self) -> float:
+        """The smallest step reported as a jump; settable (config reload)."""
+        return self._threshold_s
+
+    @threshold_s.setter
+    def threshold_s(self, value: float) -> None:
+        if not value > 0:
+            raise ValueError(f"threshold_s must be > 0, got {value!r}")
+        self._threshold_s = value
 
     def check(self) -> tuple[datetime, datetime, float] | None:
         """Return (expected, observed, delta_s) if the wall clock jumped since the last check.
@@ -393,6 +481,16 @@ class TierScheduler:
                 else:  # pending jobs get their next run time only when the scheduler starts
                     result[tier] = _next_fire(trigger, now)
             return result
+
+    def next_fire_after(self, tier: str, after: datetime) -> datetime | None:
+        """The tier's first fire time strictly after ``after``; None when it is not scheduled.
+
+        Asked of the trigger, not of APScheduler, whose job gets its next run time only after
+        the job function was handed to the executor.
+        """
+        with self._lock:
+            trigger = self._triggers.get(tier)
+        return None if trigger is None else _next_fire(trigger, ensure_utc(after))
 
     @staticmethod
     def _job_id(tier: str) -> str:

@@ -12,7 +12,7 @@ from daemon.clock import SystemClock
 from daemon.config import TIER_ORDER, Config
 from daemon.schedule import next_occurrences
 from daemon.state_dir import StateLayout
-from daemon.store import StateStore
+from daemon.store import INTERRUPTED_STATUS, MISSED_TRIGGER, RunRow, StateStore
 
 
 def _daemon_health(config: Config) -> dict[str, Any]:
@@ -29,9 +29,31 @@ def _daemon_health(config: Config) -> dict[str, Any]:
             body: dict[str, Any] = json.load(response)
             return {**body, "detail": url}
     except urllib.error.HTTPError as exc:
-        return {"status": "unhealthy", "detail": f"{url}: HTTP {exc.code}"}
+        with exc:
+            try:
+                unhealthy: dict[str, Any] = json.load(exc)  # /healthz says why in its body
+            except (OSError, ValueError):
+                unhealthy = {}
+        if not isinstance(unhealthy, dict):
+            unhealthy = {}
+        return {**unhealthy, "status": "unhealthy", "detail": f"{url}: HTTP {exc.code}"}
     except (OSError, ValueError) as exc:
         return {"status": "not running", "detail": f"{url}: {exc}"}
+
+
+def _run_state(row: RunRow, health: dict[str, Any]) -> str:
+    """What became of a tier's latest run; "running" only if the live daemon says so."""
+    if row.trigger == MISSED_TRIGGER:
+        return "missed"
+    if row.completed is not None or row.status == INTERRUPTED_STATUS:
+        return row.status or "unknown"
+    if "running" in health:  # the daemon answered: the run is its own, in flight or queued
+        if row.started is None:
+            return "queued"
+        if health["running"] == row.tier:
+            return "running"
+    # No daemon runs it: a stop or a crash cut it short; the next start decides it.
+    return INTERRUPTED_STATUS
 
 
 def collect_status(config: Config, state_dir: Path) -> dict[str, Any]:
@@ -40,6 +62,7 @@ def collect_status(config: Config, state_dir: Path) -> dict[str, Any]:
     now = SystemClock().now()
     tiers: list[dict[str, Any]] = []
     open_issues: dict[str, int] = {}
+    health = _daemon_health(config)
     store = StateStore.open(layout.database) if layout.database.exists() else None
     try:
         for name in TIER_ORDER:
@@ -55,10 +78,11 @@ def collect_status(config: Config, state_dir: Path) -> dict[str, Any]:
                 "last_success": "",
             }
             if store is not None:
+                started = store.last_started(name)
+                row["last_started"] = started.isoformat() if started else ""
                 last = store.last_run(name)
                 if last is not None:
-                    row["last_started"] = last.started.isoformat() if last.started else ""
-                    row["last_status"] = last.status or "running"
+                    row["last_status"] = _run_state(last, health)
                 success = store.last_success(name)
                 row["last_success"] = success.isoformat() if success else ""
             tiers.append(row)
@@ -69,4 +93,4 @@ def collect_status(config: Config, state_dir: Path) -> dict[str, Any]:
     finally:
         if store is not None:
             store.close()
-    return {"daemon": _daemon_health(config), "tiers": tiers, "open_issues": open_issues}
+    return {"daemon": health, "tiers": tiers, "open_issues": open_issues}

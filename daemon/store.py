@@ -38,6 +38,13 @@ SCHEMA_VERSION: Final = 1
 SCHEDULED_TRIGGERS: Final = ("cron", "catch_up", "missed")
 # Rows with this trigger bookkeep a RunMissed; they never run, so they are never incomplete.
 MISSED_TRIGGER: Final = "missed"
+# Triggers of runs that the daemon itself runs again after an interruption (within the tier's
+# catch-up grace). "verify" runs are the recovery engine's to re-queue; "manual" ones are not
+# repeated (they are reported missed).
+RESUMABLE_TRIGGERS: Final = ("cron", "catch_up", "profile_change")
+# Status of a run a daemon stop interrupted: set at shutdown (still incomplete, so the next
+# start handles it) and kept when the next start closes the row.
+INTERRUPTED_STATUS: Final = "interrupted"
 _ORIGIN_NAMESPACE: Final = "schedule.origin"
 
 # Migration N brings a database from version N-1 to N.
@@ -188,6 +195,14 @@ class StateStore:
             run_id,
         )
 
+    def record_interrupted(self, run_id: str) -> None:
+        """Bookkeep that a stop interrupted a run; it stays incomplete for the next start."""
+        self._update_run(
+            "UPDATE runs SET status = ? WHERE run_id = ?",
+            (INTERRUPTED_STATUS, run_id),
+            run_id,
+        )
+
     def _update_run(self, sql: str, params: tuple[Any, ...], run_id: str) -> None:
         with self.transaction():
             if self._execute(sql, params).rowcount != 1:
@@ -224,6 +239,8 @@ class StateStore:
         """Runs queued or started but never completed (the daemon stopped or was killed).
 
         Rows bookkeeping a missed occurrence (trigger ``"missed"``) are not runs and are left out.
+        A run a graceful stop interrupted has status ``"interrupted"``; one a crash or
+        ``kill -9`` interrupted has none. Oldest first.
         """
         rows = self._query(
             f"{_RUN_SELECT} WHERE completed IS NULL AND trigger != ? ORDER BY id", (MISSED_TRIGGER,)

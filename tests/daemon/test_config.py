@@ -60,6 +60,23 @@ def test_bad_cron_is_refused(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[tiers.weekly]\ncron = '61 * * * *'\n"))
 
 
+@pytest.mark.parametrize(
+    "target", [":Quick", "tests.fixtures.checks:", "no_colon", "a b:c", "m:x-y"]
+)
+def test_check_module_must_name_a_module_and_an_attribute(tmp_path: Path, target: str) -> None:
+    """A check target that the registry could not import is refused, naming key and value."""
+    path = write(tmp_path, f"[checks.mine]\nmodule = '{target}'\n")
+    with pytest.raises(ConfigError, match=r"kw\.toml: checks\.mine\.module: expected") as info:
+        load_config(path)
+    assert repr(target) in str(info.value)
+
+
+def test_dotted_check_module_and_attribute_are_accepted(tmp_path: Path) -> None:
+    """A dotted module with a dotted attribute is a valid target."""
+    config = load_config(write(tmp_path, "[checks.mine]\nmodule = 'pkg.mod:Outer.Inner'\n"))
+    assert config.checks["mine"].module == "pkg.mod:Outer.Inner"
+
+
 def test_rules_are_validated(tmp_path: Path) -> None:
     """A rule whose critical level is milder than its warning level is refused."""
     text = "[[rules]]\nname='r'\nmeasurement='x_ratio'\nissue='i'\nwarn=0.5\ncrit=0.1\n"

@@ -220,6 +220,19 @@ def test_incomplete_runs_after_a_kill(db_path: Path) -> None:
         assert [r.run_id for r in store.incomplete_runs()] == ["queued", "started"]
 
 
+def test_interrupted_run_stays_incomplete_until_closed(db_path: Path) -> None:
+    """A run a stop interrupted is marked so, stays incomplete across a restart, then closes."""
+    with StateStore.open(db_path) as store:
+        store.record_scheduled("monthly", utc(2026, 1, 4), "waiting", "cron")
+        store.record_interrupted("waiting")
+    with StateStore.open(db_path) as store:
+        [row] = store.incomplete_runs()
+        assert (row.run_id, row.status, row.completed) == ("waiting", "interrupted", None)
+        store.record_completed("waiting", utc(2026, 1, 4, 0, 5), "interrupted", False)
+        assert store.incomplete_runs() == []
+        assert store.last_scheduled("monthly") == utc(2026, 1, 4)  # still a handled occurrence
+
+
 def test_unknown_run_id_is_an_error(store: StateStore) -> None:
     """Starting a run that was never scheduled is a bookkeeping bug, reported loudly."""
     with pytest.raises(StateError, match="nope"):
