@@ -13,8 +13,11 @@ kernel ``fisher``
     (smallest eigenvalue, float64), ``fisher_sparse_dense_error_ratio`` (relative quadratic
     form error of the CSR form), ``fisher_rao_axiom_violation_distance`` (largest violation
     of d(p, p) = 0, d ≥ 0, symmetry and the triangle inequality on random triples, radians),
-    ``fisher_self_distance_radians``, ``fisher_disjoint_distance_error_radians`` and
-    ``reference_error_distance`` (max |MLX − float64| of the kernel's output, batch small).
+    ``fisher_self_distance_radians``, ``fisher_disjoint_distance_error_radians``,
+    ``reference_error_distance`` (max |MLX − float64| of the kernel's output, batch small)
+    and ``fisher_metric_dense_fallback_bool``: 1 when the sparse form of some metric failed
+    validation, so the dense form was used; each such reason is also a note of the result
+    (and so of its ``CheckCompleted`` event).
 any other kernel (user kernels)
     ``reference_error_distance`` (batch small), and ``invariant_value_score`` with an
     ``invariant`` label for each of its invariants.
@@ -28,7 +31,7 @@ Options: ``rounds``, ``triples`` (64, Fisher–Rao triples), ``categories`` (32)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, final
 
 from checks.api import CheckContext, CheckResult, Measurement
@@ -37,10 +40,16 @@ from checks.common import labels, load_active_profile, option_int, select_kernel
 if TYPE_CHECKING:
     import numpy as np
 
+    from kernels.fisher import MetricValidation
     from kernels.profile import Profile
     from kernels.registry import Kernel
 
-__all__ = ["OCTAHEDRON_NAMES", "GeometryCheck", "fisher_rao_axiom_violation"]
+__all__ = [
+    "OCTAHEDRON_NAMES",
+    "GeometryCheck",
+    "fisher_rao_axiom_violation",
+    "metric_measurements",
+]
 
 #: Registry invariant name → measurement name, for the octahedron.
 OCTAHEDRON_NAMES: dict[str, tuple[str, str]] = {
@@ -54,12 +63,36 @@ OCTAHEDRON_NAMES: dict[str, tuple[str, str]] = {
 }
 #: Registry invariant name → measurement name, for the Fisher kernel (QFI is monthly).
 FISHER_NAMES: dict[str, tuple[str, str]] = {
-    "metric_symmetric_error": ("fisher_symmetry_error_ratio", "ratio"),
-    "metric_min_eigenvalue": ("fisher_min_eigenvalue_score", "score"),
-    "metric_quadratic_form_error": ("fisher_sparse_dense_error_ratio", "ratio"),
     "self_distance_radians": ("fisher_self_distance_radians", "radians"),
     "disjoint_distance_error_radians": ("fisher_disjoint_distance_error_radians", "radians"),
 }
+
+
+def metric_measurements(
+    validations: Sequence[MetricValidation],
+) -> tuple[list[tuple[str, float, str]], list[str]]:
+    """Return (name, value, unit) of the Fisher metric's validation figures, and notes.
+
+    Each figure is the worst over ``validations`` (the smallest eigenvalue, the largest
+    errors); ``fisher_metric_dense_fallback_bool`` is 1 when any sparse form failed
+    validation, and each failure's reason becomes a note.
+    """
+    fell_back = [v for v in validations if v.fell_back]
+    figures = [
+        ("fisher_symmetry_error_ratio", max(v.symmetric_error for v in validations), "ratio"),
+        ("fisher_min_eigenvalue_score", min(v.min_eigenvalue for v in validations), "score"),
+        (
+            "fisher_sparse_dense_error_ratio",
+            max(v.quadratic_form_error for v in validations),
+            "ratio",
+        ),
+        ("fisher_metric_dense_fallback_bool", 1.0 if fell_back else 0.0, "bool"),
+    ]
+    notes = [
+        f"fisher metric: sparse form failed validation, dense used: {v.fallback_reason}"
+        for v in fell_back
+    ]
+    return figures, notes
 
 
 def fisher_rao_axiom_violation(
@@ -145,6 +178,11 @@ class GeometryCheck:
                 for key, (name, unit) in OCTAHEDRON_NAMES.items():
                     add(name, worst(key), unit)
             elif kernel.name == "fisher":
+                validations = [fisher.metric_validation(profile, rng()) for _ in range(rounds)]
+                figures, metric_notes = metric_measurements(validations)
+                for name, figure, unit in figures:
+                    add(name, figure, unit)
+                notes.extend(metric_notes)
                 for key, (name, unit) in FISHER_NAMES.items():
                     add(name, worst(key), unit)
                 add(

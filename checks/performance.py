@@ -1,10 +1,24 @@
 """The daily ``performance`` check: latency, throughput, memory and cache per kernel and batch.
 
 For each kernel × batch config (small 256, medium 512, large 1024 rows) it runs warm-up
-calls, then ``repetitions`` timed calls, each followed by a fixed calibration workload in
-the same process (:mod:`checks.timing`), and compares with the baseline the daemon passes
-in ``options["baseline"]`` (learned samples) and ``options["baselines"]`` (configured
-figures, which override learned ones field by field).
+calls, then ``repetitions`` timed calls, each followed by a fixed calibration workload of
+the kernel's character (compute- or memory-bound, :class:`checks.timing.Calibration`) in
+the same process, and compares with the baseline the daemon passes in
+``options["baseline"]`` (learned samples) and ``options["baselines"]`` (configured figures,
+which override learned ones field by field).
+
+The timed calls are spread over the whole run: ``rounds`` passes over every kernel × batch,
+each timing its share of the repetitions, so that a burst of load from a neighbour shifts
+every entry a little rather than one entry a lot (measured on the 2-core reference host:
+the run-to-run spread of an entry's median kernel ÷ calibration ratio fell from 2.7–7.7 %
+timed in one block to 1.7–5.9 % spread over 8 rounds).
+
+Baseline entries are keyed by what determines a kernel's speed (:func:`entry_key`): the
+kernel, the batch config, the execution mode the batch ran in and, when conservative, its
+``chunk_rows``. A run whose key has no baseline yet (the first run, or the first run after
+recovery switched the mode) records one and says so; timings are never compared across
+modes. Peak memory is the exception: it is compared with the entry recorded in the batch
+config's own mode, since a more conservative mode is how recovery brings memory back down.
 
 Measurements (labels ``kernel``, ``batch``, ``profile_id``, ``seed``):
 
@@ -13,7 +27,7 @@ Measurements (labels ``kernel``, ``batch``, ``profile_id``, ``seed``):
 ``latency_ci_half_width_ratio``
     Half the interval's width over the median.
 ``calibration_seconds``
-    Median time of the calibration workload in this run.
+    Median time of the kernel's calibration workload in this run.
 ``throughput_per_second``
     Rows per second at the median latency.
 ``peak_memory_bytes``, ``memory_limit_bytes``
@@ -25,24 +39,31 @@ Measurements (labels ``kernel``, ``batch``, ``profile_id``, ``seed``):
 ``latency_baseline_seconds``, ``host_slowdown_ratio``
     The baseline's median latency, and this run's median over it, minus 1 (a host that got
     slower moves this one).
-``normalized_slowdown_ratio``, ``regression_pvalue``, ``performance_regression_ratio``
+``normalized_slowdown_ratio``, ``regression_pvalue``, ``regression_threshold_ratio``,
+``performance_regression_ratio``
     median(kernel ÷ calibration, on CPU time) over the baseline's, minus 1; the one-sided
-    Mann–Whitney p-value of the ratios against the baseline's; and the normalised slowdown when
-    p < ``alpha`` and it exceeds ``min_effect``, else 0 (a kernel that got slower).
+    Mann–Whitney p-value of the ratios against the baseline's; the smallest slowdown that
+    counts (``min_effect``, widened by the baseline's run-to-run spread:
+    :func:`checks.stats.effect_threshold`); and the normalised slowdown when p < ``alpha``
+    and it exceeds that threshold, else 0 (a kernel that got slower).
 ``memory_overhead_ratio``
     Peak memory over the baseline's, minus 1.
 
 Plus ``peak_rss_bytes`` (labels ``profile_id``, ``seed``): the child process's peak RSS.
 Baseline-relative measurements are present only with a baseline; without one, a note says
-so and ``details["samples"]`` (always present) lets the daemon record one. ``details`` also
-carries the ``fingerprint`` record and its ``digest``.
+so and ``details["samples"]`` (always present) lets the daemon record one. Each entry of
+``samples`` carries its raw samples, ``run_ratio_medians`` (this run's median ratio, one
+value, so that pooled entries hold one per run), the ``profile_id`` and whether this run
+found a ``regressed`` kernel (the daemon pools only clean runs of the same profile into a
+baseline). ``details`` also carries the ``fingerprint`` record and its ``digest``.
 
 The inputs come from ``options["input_seed"]`` (0), not the run's seed: latency depends on
 the data, and a run must time the same inputs as its baseline. The ``seed`` label says which.
 
-Options: ``repetitions`` (40), ``warmup`` (3), ``alpha`` (0.002), ``min_effect`` (0.10),
-``calibration_size`` (1024 columns), ``calibration_rounds`` (2), ``baseline``, ``baseline_state``,
-``baselines``, and those of :mod:`checks.common`.
+Options: ``repetitions`` (40), ``rounds`` (8), ``warmup`` (3), ``alpha`` (0.002),
+``min_effect`` (0.10), ``spread_floor`` (0.05), ``spread_z`` (3), ``calibration_size``
+(1024 columns), ``calibration_rounds`` (2), ``calibration_memory_mb`` (32), ``baseline``,
+``baseline_state``, ``baselines``, and those of :mod:`checks.common`.
 
 Configured baselines, in config::
 
@@ -50,8 +71,9 @@ Configured baselines, in config::
     latency_seconds = 0.005          # median latency of one batch
     peak_memory_bytes = 100_000_000  # MLX peak memory of one batch
 
-Each field overrides the learned one for that kernel and batch; ratios (and so the
-normalised regression test) only come from learned samples.
+Each field overrides the learned one for that kernel and batch, for runs in the batch
+config's own mode (a run in another mode is not compared with them, and a note says so);
+ratios (and so the normalised regression test) only come from learned samples.
 """
 
 from __future__ import annotations
@@ -59,8 +81,9 @@ from __future__ import annotations
 import resource
 import sys
 import zlib
-from collections.abc import Mapping
-from typing import Any, final
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, final
 
 from checks.api import CheckContext, CheckResult, Measurement
 from checks.common import (
@@ -74,16 +97,25 @@ from checks.common import (
 )
 from checks.fingerprint import collect_fingerprint
 
+if TYPE_CHECKING:
+    from kernels.profile import Profile
+    from kernels.registry import BatchConfig, Kernel
+
 __all__ = ["PerformanceCheck", "entry_key", "peak_rss_bytes"]
 
 
-def entry_key(kernel: str, batch: str) -> str:
-    """Return the key of one kernel × batch config in samples and baselines.
+def entry_key(kernel: str, batch: str, mode: str, chunk_rows: int | None = None) -> str:
+    """Return the key of one kernel × batch config × execution mode in samples and baselines.
 
-    >>> entry_key("octahedron", "small")
-    'octahedron/small'
+    ``chunk_rows`` is part of the key in conservative mode only (the other modes ignore it).
+
+    >>> entry_key("octahedron", "small", "aggressive", 128)
+    'octahedron/small/aggressive'
+    >>> entry_key("octahedron", "large", "conservative", 128)
+    'octahedron/large/conservative:128'
     """
-    return f"{kernel}/{batch}"
+    key = f"{kernel}/{batch}/{mode}"
+    return f"{key}:{chunk_rows}" if mode == "conservative" and chunk_rows is not None else key
 
 
 def peak_rss_bytes() -> int:
@@ -99,13 +131,67 @@ def _configured(options: Mapping[str, Any], kernel: str, batch: str) -> Mapping[
     return entry if isinstance(entry, Mapping) else {}
 
 
-def _learned(options: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    """Return the learned baseline entry ``key`` (empty when none)."""
+def _entries(options: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return the learned baseline's entries (empty when none)."""
     record = options.get("baseline")
-    if not isinstance(record, Mapping):
-        return {}
-    entry = record.get("entries", {}).get(key, {})
-    return entry if isinstance(entry, Mapping) else {}
+    entries = record.get("entries", {}) if isinstance(record, Mapping) else {}
+    return entries if isinstance(entries, Mapping) else {}
+
+
+def _memory_entry(
+    entries: Mapping[str, Any], kernel: str, batch: BatchConfig, profile: Profile
+) -> Mapping[str, Any]:
+    """Return the entry whose peak memory this batch is compared with (empty when none).
+
+    That is the entry of the batch config's own mode; failing that, any entry of the same
+    kernel and batch (the first run may already have been in another mode).
+    """
+    native = entries.get(entry_key(kernel, batch.name, batch.vectorization, profile.chunk_rows))
+    if isinstance(native, Mapping):
+        return native
+    for entry in entries.values():
+        if isinstance(entry, Mapping) and (entry.get("kernel"), entry.get("batch")) == (
+            kernel,
+            batch.name,
+        ):
+            return entry
+    return {}
+
+
+@dataclass
+class _Case:
+    """One kernel × batch config being timed: its call, and the samples gathered so far."""
+
+    kernel: Kernel
+    batch: BatchConfig
+    profile: Profile
+    call: Callable[[], Any]
+    workload: Callable[[], None]
+    key: str
+    kernel_wall: list[float] = field(default_factory=list)
+    calibration_wall: list[float] = field(default_factory=list)
+    kernel_cpu: list[float] = field(default_factory=list)
+    calibration_cpu: list[float] = field(default_factory=list)
+    hits: int = 0
+    misses: int = 0
+
+    @property
+    def ratios(self) -> list[float]:
+        """Kernel ÷ calibration CPU time per repetition."""
+        return [
+            k / c if c > 0 else float("inf")
+            for k, c in zip(self.kernel_cpu, self.calibration_cpu, strict=True)
+        ]
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    """Split ``total`` repetitions into ``parts`` near-equal positive shares.
+
+    >>> _shares(40, 8), _shares(10, 4), _shares(3, 8)
+    ([5, 5, 5, 5, 5, 5, 5, 5], [3, 3, 2, 2], [1, 1, 1])
+    """
+    parts = max(1, min(parts, total))
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
 @final
@@ -120,37 +206,54 @@ class PerformanceCheck:
         """Measure every selected kernel and batch config; see the module docstring."""
         import numpy as np
 
-        from checks.stats import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, compare, median_ci
+        from checks.stats import (
+            DEFAULT_ALPHA,
+            DEFAULT_MIN_EFFECT,
+            DEFAULT_SPREAD_FLOOR,
+            DEFAULT_SPREAD_Z,
+            compare,
+            effect_threshold,
+            median_ci,
+        )
         from checks.timing import Calibration, peak_mlx_memory, time_interleaved
 
         options = context.options
         repetitions = option_int(options, "repetitions", 40, minimum=2)
+        rounds = option_int(options, "rounds", 8)
         warmup = option_int(options, "warmup", 3)
         # Latency depends on the data (the projection's Newton steps), so timing inputs come
         # from a fixed seed: runs stay comparable with their baseline, and still replayable.
         input_seed = option_int(options, "input_seed", 0, minimum=0)
         alpha = option_float(options, "alpha", DEFAULT_ALPHA)
         min_effect = option_float(options, "min_effect", DEFAULT_MIN_EFFECT)
+        spread_floor = option_float(options, "spread_floor", DEFAULT_SPREAD_FLOOR)
+        spread_z = option_float(options, "spread_z", DEFAULT_SPREAD_Z)
         calibration = Calibration(
             size=option_int(options, "calibration_size", 1024),
             rounds=option_int(options, "calibration_rounds", 2),
+            memory_mb=option_int(options, "calibration_memory_mb", 32),
         )
         profile = load_active_profile(context)
         kernels, notes = select_kernels(context)
-        workload = calibration.build()
+        workloads: dict[str, Callable[[], None]] = {}
         fingerprint = collect_fingerprint()
         has_learned = isinstance(options.get("baseline"), Mapping)
+        entries = _entries(options)
+        same_calibration = (
+            has_learned
+            and options["baseline"].get("calibration", calibration.spec) == calibration.spec
+        )
         if not has_learned:
             state = options.get("baseline_state", "missing")
             if state == "stale":
                 notes.append("baseline stale (fingerprint changed): this run records a new one")
             else:
                 notes.append("no baseline yet: this run records one")
-        elif options["baseline"].get("calibration", calibration.spec) != calibration.spec:
+        elif not same_calibration:
             notes.append("baseline calibration differs from this run's: no normalised test")
 
-        measurements: list[Measurement] = []
-        samples: dict[str, dict[str, Any]] = {}
+        # Step 1: build every case and warm it up (absorbs compilation and first touches).
+        cases: list[_Case] = []
         for kernel in kernels.values():
             for batch in select_batches(kernel, options):
                 prof = batch_profile(profile, batch)
@@ -160,69 +263,128 @@ class PerformanceCheck:
                 def call(k: Any = kernel, i: Any = inputs, p: Any = prof) -> Any:
                     return k.run_mlx(i, p)
 
-                kernel.reset_cache_stats()
-                timed = time_interleaved(
-                    call,
-                    workload,
-                    repetitions=repetitions,
-                    warmup=warmup,
-                    after_warmup=kernel.reset_cache_stats,
+                chunk = prof.chunk_rows if prof.vectorization == "conservative" else None
+                key = entry_key(kernel.name, batch.name, prof.vectorization, chunk)
+                if kernel.character not in workloads:
+                    workloads[kernel.character] = calibration.build(kernel.character)
+                workload = workloads[kernel.character]
+                cases.append(
+                    _Case(
+                        kernel=kernel,
+                        batch=batch,
+                        profile=prof,
+                        call=call,
+                        workload=workload,
+                        key=key,
+                    )
                 )
-                hits, misses = kernel.cache_stats()
-                peak = peak_mlx_memory(call)
-                key = entry_key(kernel.name, batch.name)
-                lab = labels(kernel.name, profile, input_seed, batch=batch.name)
-                lat = median_ci(timed.kernel)
-                ratios = timed.ratios
+                for _ in range(warmup):
+                    call()
+                    workload()
 
-                def add(name: str, value: float, unit: str, lab: dict[str, str] = lab) -> None:
-                    measurements.append(Measurement(name=name, value=value, unit=unit, labels=lab))
+        # Step 2: time every case in rounds spread over the whole run; cache counts are
+        # taken around each case's own calls (the counters are per kernel, not per batch).
+        for share in _shares(repetitions, rounds):
+            for case in cases:
+                hits0, misses0 = case.kernel.cache_stats()
+                timed = time_interleaved(case.call, case.workload, repetitions=share, warmup=0)
+                hits1, misses1 = case.kernel.cache_stats()
+                case.hits += hits1 - hits0
+                case.misses += misses1 - misses0
+                case.kernel_wall += timed.kernel
+                case.calibration_wall += timed.calibration
+                case.kernel_cpu += timed.kernel_cpu
+                case.calibration_cpu += timed.calibration_cpu
 
-                add("latency_per_batch_seconds", lat.median, "seconds")
-                add("latency_ci_low_seconds", lat.low, "seconds")
-                add("latency_ci_high_seconds", lat.high, "seconds")
-                add("latency_ci_half_width_ratio", lat.half_width_ratio, "ratio")
-                add("calibration_seconds", float(np.median(timed.calibration)), "seconds")
-                add("throughput_per_second", batch.rows / lat.median, "per_second")
-                add("peak_memory_bytes", float(peak), "bytes")
-                add("memory_limit_bytes", float(batch.memory_limit_bytes), "bytes")
-                if hits + misses > 0:
-                    add("cache_efficiency_ratio", hits / (hits + misses), "ratio")
+        # Step 3: per case, peak memory, the measurements, and the baseline comparisons.
+        measurements: list[Measurement] = []
+        samples: dict[str, dict[str, Any]] = {}
+        for case in cases:
+            kernel, batch, prof, key = case.kernel, case.batch, case.profile, case.key
+            peak = peak_mlx_memory(case.call)
+            lab = labels(kernel.name, profile, input_seed, batch=batch.name)
+            lat = median_ci(case.kernel_wall)
+            ratios = case.ratios
 
-                configured = _configured(options, kernel.name, batch.name)
-                learned = _learned(options, key)
-                base_latency = configured.get("latency_seconds")
-                if base_latency is None and learned.get("latency_seconds"):
-                    base_latency = float(np.median(learned["latency_seconds"]))
-                if base_latency:
-                    add("latency_baseline_seconds", float(base_latency), "seconds")
-                    add("host_slowdown_ratio", lat.median / float(base_latency) - 1, "ratio")
-                base_peak = configured.get("peak_memory_bytes", learned.get("peak_memory_bytes"))
-                if base_peak:
-                    add("memory_overhead_ratio", peak / float(base_peak) - 1, "ratio")
-                base_ratios = learned.get("ratio")
-                same_calibration = (
-                    has_learned
-                    and options["baseline"].get("calibration", calibration.spec) == calibration.spec
+            def add(name: str, value: float, unit: str, lab: dict[str, str] = lab) -> None:
+                measurements.append(Measurement(name=name, value=value, unit=unit, labels=lab))
+
+            add("latency_per_batch_seconds", lat.median, "seconds")
+            add("latency_ci_low_seconds", lat.low, "seconds")
+            add("latency_ci_high_seconds", lat.high, "seconds")
+            add("latency_ci_half_width_ratio", lat.half_width_ratio, "ratio")
+            add("calibration_seconds", float(np.median(case.calibration_wall)), "seconds")
+            add("throughput_per_second", batch.rows / lat.median, "per_second")
+            add("peak_memory_bytes", float(peak), "bytes")
+            add("memory_limit_bytes", float(batch.memory_limit_bytes), "bytes")
+            if case.hits + case.misses > 0:
+                add("cache_efficiency_ratio", case.hits / (case.hits + case.misses), "ratio")
+
+            native_mode = prof.vectorization == batch.vectorization
+            configured = _configured(options, kernel.name, batch.name) if native_mode else {}
+            if not native_mode and _configured(options, kernel.name, batch.name):
+                notes.append(
+                    f"{key}: configured baselines are for mode {batch.vectorization}: not compared"
                 )
-                if base_ratios and len(base_ratios) >= 2 and same_calibration:
-                    verdict = compare(ratios, base_ratios, alpha=alpha, min_effect=min_effect)
-                    add("normalized_slowdown_ratio", verdict.slowdown, "ratio")
-                    add("regression_pvalue", verdict.pvalue, "pvalue")
-                    add("performance_regression_ratio", verdict.regression, "ratio")
-                elif has_learned:
-                    notes.append(f"{key}: no learned ratio samples in the baseline")
-                samples[key] = {
-                    "kernel": kernel.name,
-                    "batch": batch.name,
-                    "rows": batch.rows,
-                    "latency_seconds": list(timed.kernel),
-                    "calibration_seconds": list(timed.calibration),
-                    "cpu_seconds": list(timed.kernel_cpu),
-                    "calibration_cpu_seconds": list(timed.calibration_cpu),
-                    "ratio": list(ratios),
-                    "peak_memory_bytes": peak,
-                }
+            learned = entries.get(key)
+            learned = learned if isinstance(learned, Mapping) else {}
+            if has_learned and not learned:
+                notes.append(
+                    f"{key}: no baseline yet for this execution mode: this run records one"
+                )
+            base_latency = configured.get("latency_seconds")
+            if base_latency is None and learned.get("latency_seconds"):
+                base_latency = float(np.median(learned["latency_seconds"]))
+            if base_latency:
+                add("latency_baseline_seconds", float(base_latency), "seconds")
+                add("host_slowdown_ratio", lat.median / float(base_latency) - 1, "ratio")
+            memory_entry = _memory_entry(entries, kernel.name, batch, profile)
+            base_peak = configured.get("peak_memory_bytes", memory_entry.get("peak_memory_bytes"))
+            if base_peak:
+                add("memory_overhead_ratio", peak / float(base_peak) - 1, "ratio")
+            base_ratios = learned.get("ratio")
+            kind = learned.get("calibration_kind", kernel.character)
+            if base_ratios and kind != kernel.character:
+                notes.append(f"{key}: baseline divided by the {kind} calibration: not compared")
+            regressed = False
+            if (
+                base_ratios
+                and len(base_ratios) >= 2
+                and same_calibration
+                and kind == kernel.character
+            ):
+                run_medians = learned.get("run_ratio_medians") or [float(np.median(base_ratios))]
+                threshold = effect_threshold(
+                    run_medians,
+                    min_effect=min_effect,
+                    spread_floor=spread_floor,
+                    spread_z=spread_z,
+                )
+                verdict = compare(ratios, base_ratios, alpha=alpha, min_effect=threshold)
+                regressed = verdict.regression > 0
+                add("normalized_slowdown_ratio", verdict.slowdown, "ratio")
+                add("regression_pvalue", verdict.pvalue, "pvalue")
+                add("regression_threshold_ratio", threshold, "ratio")
+                add("performance_regression_ratio", verdict.regression, "ratio")
+            elif learned and not base_ratios:
+                notes.append(f"{key}: no learned ratio samples in the baseline")
+            samples[key] = {
+                "kernel": kernel.name,
+                "batch": batch.name,
+                "rows": batch.rows,
+                "vectorization": prof.vectorization,
+                "chunk_rows": prof.chunk_rows,
+                "profile_id": profile.profile_id,
+                "regressed": regressed,
+                "calibration_kind": kernel.character,
+                "latency_seconds": list(case.kernel_wall),
+                "calibration_seconds": list(case.calibration_wall),
+                "cpu_seconds": list(case.kernel_cpu),
+                "calibration_cpu_seconds": list(case.calibration_cpu),
+                "ratio": ratios,
+                "run_ratio_medians": [float(np.median(ratios))],
+                "peak_memory_bytes": peak,
+            }
         measurements.append(
             Measurement(
                 name="peak_rss_bytes",

@@ -20,9 +20,12 @@ from scipy import stats as _sps
 __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_MIN_EFFECT",
+    "DEFAULT_SPREAD_FLOOR",
+    "DEFAULT_SPREAD_Z",
     "MedianSummary",
     "Verdict",
     "compare",
+    "effect_threshold",
     "loglog_slope",
     "median_ci",
     "probability_of_superiority",
@@ -32,6 +35,13 @@ __all__ = [
 DEFAULT_ALPHA = 0.002
 #: Smallest relative slowdown of the medians that counts as a regression.
 DEFAULT_MIN_EFFECT = 0.10
+#: Run-to-run spread (sd of log per-run medians) assumed when the baseline cannot show a
+#: larger one. Measured on the 2-core reference host with the performance check's
+#: round-robin timing: 1.7–5.9 % per kernel × batch under the neighbours it usually has,
+#: 3–10 % when the neighbours change between runs (idle, CPU-bound, memory-streaming).
+DEFAULT_SPREAD_FLOOR = 0.05
+#: How many run-to-run spreads a slowdown must exceed to count.
+DEFAULT_SPREAD_Z = 3.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,6 +168,42 @@ def compare(
         significant=significant,
         regression=regression,
     )
+
+
+def effect_threshold(
+    run_medians: Sequence[float],
+    *,
+    min_effect: float = DEFAULT_MIN_EFFECT,
+    spread_floor: float = DEFAULT_SPREAD_FLOOR,
+    spread_z: float = DEFAULT_SPREAD_Z,
+) -> float:
+    """Return the smallest slowdown that counts, widened by the baseline's run-to-run spread.
+
+    Samples within one run are not independent of that run: a process, or a quarter of a
+    minute on a shared host, shifts all of them together, so the Mann–Whitney p-value of 40
+    samples says nothing about the next run. As conbench judges a result by a z-score
+    against the history of earlier runs, a slowdown must here exceed ``spread_z`` times the
+    spread of the baseline's per-run medians s (the sample standard deviation of their
+    logarithms, and at least ``spread_floor``, since a few runs can agree by chance),
+    scaled by √(1 + 1/n) for the uncertainty of the baseline's own median over n runs:
+    ``max(min_effect, exp(z·max(floor, s)·√(1 + 1/n)) − 1)``.
+
+    Examples
+    --------
+    >>> round(effect_threshold([1.0]), 3)
+    0.236
+    >>> round(effect_threshold([1.0, 1.0, 1.0], spread_floor=0.0), 3)
+    0.1
+    >>> round(effect_threshold([1.0, 1.2, 0.9]), 3) > 0.4
+    True
+    """
+    medians = np.asarray(run_medians, dtype=np.float64)
+    if medians.size == 0 or not np.all(medians > 0):
+        raise ValueError("effect_threshold needs one or more positive run medians")
+    n = int(medians.size)
+    spread = float(np.std(np.log(medians), ddof=1)) if n >= 2 else 0.0
+    widened = math.expm1(spread_z * max(spread_floor, spread) * math.sqrt(1 + 1 / n))
+    return max(min_effect, widened)
 
 
 def loglog_slope(sizes: Sequence[float], values: Sequence[float]) -> float:

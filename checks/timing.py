@@ -25,39 +25,59 @@ __all__ = ["Calibration", "TimedSamples", "peak_mlx_memory", "time_interleaved"]
 
 @dataclass(frozen=True, slots=True)
 class Calibration:
-    """A fixed compiled MLX elementwise + row-reduction workload of a few ms on (256, size).
+    """Two fixed compiled MLX workloads: one bound by arithmetic, one by memory traffic.
 
-    Fused elementwise work and reductions are what the kernels spend their time on. Measured
-    on this 2-core host under idle, CPU-bound and memory-bound neighbours, the spread of
-    kernel ÷ calibration was 12–17 % with this workload, 17–40 % with the same ops uncompiled
-    and worse with a BLAS matmul (whose threads contend differently). Its ``spec`` names the
-    workload; ratios are only comparable between runs with the same spec, so baselines
-    store it.
+    ``compute``: elementwise work and row reductions on (256, ``size``), a few ms, held in
+    cache. ``memory``: one streaming pass (multiply-add, row sums) over a ``memory_mb`` MB
+    array, far larger than the caches. A kernel's time is divided by the workload of its
+    own character (:attr:`kernels.registry.Kernel.character`): a neighbour that loads the
+    other hardware thread of the core with arithmetic slows compute-bound work, and one
+    that streams memory slows memory-bound work, so only a workload of the same character
+    moves with the kernel. Measured on the 2-core reference host over 12 runs with no,
+    CPU-bound and memory-streaming neighbours: the run-to-run spread (sd) of the
+    octahedron's median ratio was 3.5–5.9 % against ``compute`` and 2.9–4.7 % against
+    ``memory``; the Fisher kernel's 7.7–10 % and 4.3–5.8 %; the quantum kernel's 7.9–8.1 %
+    and 10–11 %. Its ``spec`` names both workloads and their sizes; ratios are only
+    comparable between runs with the same spec, so baselines store it.
     """
 
     size: int = 1024
     rounds: int = 2
+    memory_mb: int = 32
 
     @property
     def spec(self) -> str:
-        """A short identifier of the workload and its size."""
-        return f"mlx-compiled-elementwise-256x{self.size}x{self.rounds}"
+        """A short identifier of the workloads and their sizes."""
+        return f"mlx-compiled-elementwise-256x{self.size}x{self.rounds}+stream-{self.memory_mb}MB"
 
-    def build(self) -> Callable[[], None]:
-        """Return a zero-argument callable that runs the workload once (imports MLX)."""
+    def build(self, kind: str = "compute") -> Callable[[], None]:
+        """Return a zero-argument callable that runs workload ``kind`` once (imports MLX)."""
         import mlx.core as mx
 
         rng = np.random.default_rng(12345)
-        a0 = mx.array(rng.standard_normal((256, self.size)).astype(np.float32))
-        rounds = self.rounds
+        if kind == "memory":
+            columns = 2048
+            rows = max(1, self.memory_mb * 2**20 // (4 * columns))
+            big = mx.array(rng.standard_normal((rows, columns)).astype(np.float32))
 
-        def graph(a: Any) -> Any:
-            for _ in range(rounds):
-                a = mx.sin(a) * 0.9 + mx.abs(a) * 0.1
-                a = a - mx.mean(a, axis=-1, keepdims=True)
-            return a
+            def stream(a: Any) -> Any:
+                return mx.sum(a * 0.5 + 1.0, axis=1)
 
-        compiled = mx.compile(graph)
+            compiled = mx.compile(stream)
+            a0 = big
+        elif kind == "compute":
+            a0 = mx.array(rng.standard_normal((256, self.size)).astype(np.float32))
+            rounds = self.rounds
+
+            def graph(a: Any) -> Any:
+                for _ in range(rounds):
+                    a = mx.sin(a) * 0.9 + mx.abs(a) * 0.1
+                    a = a - mx.mean(a, axis=-1, keepdims=True)
+                return a
+
+            compiled = mx.compile(graph)
+        else:
+            raise ValueError(f"calibration kind must be 'compute' or 'memory', got {kind!r}")
 
         def workload() -> None:
             out = compiled(a0)

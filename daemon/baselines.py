@@ -12,6 +12,12 @@ returns raw samples in ``details["samples"]``. This module is the daemon's side:
   ``FingerprintChanged`` and marks the other fingerprints' baselines stale (kept, never
   deleted); when the current fingerprint has no baseline yet it stores the run's samples and
   publishes ``BaselineRecorded(reason="first run")`` (or ``"fingerprint changed"``).
+  An entry the baseline lacks (a kernel × batch × execution mode seen for the first time,
+  e.g. after recovery switched to conservative mode) is added (``"new entries"``). The
+  first runs make the baseline: an entry holding fewer than :data:`BASELINE_RUNS` runs pools
+  the next run's samples of the same profile in, unless that run found the kernel regressed
+  (``"pooled run"``). A baseline pooled from several runs has a steadier median and shows
+  its run-to-run spread, which the check's regression threshold is widened by.
 * :func:`record_command` and :func:`show_command` back ``kernelwatch baseline record`` and
   ``kernelwatch baseline show``.
 
@@ -20,10 +26,11 @@ the last fingerprint seen; key ``fp:<digest>`` holds one baseline record::
 
     {"digest": str, "fingerprint": {...}, "calibration": str, "recorded_at": ISO-8601,
      "runs": int, "reason": str, "stale": bool,
-     "entries": {"<kernel>/<batch>": {"latency_seconds": [...], "ratio": [...],
-                                      "cpu_seconds": [...], "calibration_seconds": [...],
-                                      "calibration_cpu_seconds": [...],
-                                      "peak_memory_bytes": int, ...}}}
+     "entries": {"<kernel>/<batch>/<mode>[:<chunk_rows>]": {
+         "latency_seconds": [...], "ratio": [...], "cpu_seconds": [...],
+         "calibration_seconds": [...], "calibration_cpu_seconds": [...],
+         "run_ratio_medians": [one per run], "profile_id": str,
+         "peak_memory_bytes": int, ...}}}
 
 Configured baselines (``[checks.performance.options.baselines.<kernel>.<batch>]`` with
 ``latency_seconds`` and ``peak_memory_bytes``) reach the check through its config options
@@ -44,9 +51,18 @@ from daemon.config import Config
 from daemon.events import BaselineRecorded, CheckCompleted, Event, FingerprintChanged
 from daemon.store import StateStore
 
-__all__ = ["NAMESPACE", "BaselineKeeper", "pool_samples", "record_command", "show_command"]
+__all__ = [
+    "BASELINE_RUNS",
+    "NAMESPACE",
+    "BaselineKeeper",
+    "pool_samples",
+    "record_command",
+    "show_command",
+]
 
 NAMESPACE: Final = "baselines"
+#: Runs the daemon pools into a learned baseline entry before it stops learning it.
+BASELINE_RUNS: Final = 3
 CHECK: Final = "performance"
 _CURRENT: Final = "current"
 _PREFIX: Final = "fp:"
@@ -56,6 +72,10 @@ Publish = Callable[[Event], object]
 
 def pool_samples(runs: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Pool several runs' ``details["samples"]``: lists concatenated, peak memory the median.
+
+    The median is over the runs' peaks (``run_peak_memory_bytes`` of an already pooled
+    entry, else its ``peak_memory_bytes``), so pooling one more run into a pooled entry
+    gives the same figure as pooling all the runs at once.
 
     >>> pooled = pool_samples([{"a/small": {"latency_seconds": [1.0], "ratio": [2.0],
     ...     "calibration_seconds": [0.5], "peak_memory_bytes": 10}}] * 2)
@@ -72,16 +92,34 @@ def pool_samples(runs: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
             for field, value in entry.items():
                 if isinstance(value, list):
                     into.setdefault(field, []).extend(float(v) for v in value)
-            if "peak_memory_bytes" in entry:
-                peaks.setdefault(key, []).append(int(entry["peak_memory_bytes"]))
+            run_peaks = entry.get("run_peak_memory_bytes")
+            if not run_peaks and "peak_memory_bytes" in entry:
+                run_peaks = [entry["peak_memory_bytes"]]
+            peaks.setdefault(key, []).extend(int(v) for v in run_peaks or ())
     for key, values in peaks.items():
-        pooled[key]["peak_memory_bytes"] = int(statistics.median(values))
+        if values:
+            pooled[key]["peak_memory_bytes"] = int(statistics.median(values))
+            pooled[key]["run_peak_memory_bytes"] = values
     return pooled
 
 
 def _count(entries: Mapping[str, Mapping[str, Any]]) -> int:
     """Return the number of latency samples over all entries."""
     return sum(len(e.get("latency_seconds", ())) for e in entries.values())
+
+
+def _runs(entry: Mapping[str, Any]) -> int:
+    """Return how many runs an entry was pooled from (1 for an entry without the count)."""
+    return max(1, len(entry.get("run_ratio_medians") or ()))
+
+
+def _poolable(have: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether a run's entry ``new`` joins the stored entry ``have`` (see the module)."""
+    return (
+        _runs(have) < BASELINE_RUNS
+        and not new.get("regressed", False)
+        and new.get("profile_id") == have.get("profile_id")
+    )
 
 
 @final
@@ -199,9 +237,11 @@ class BaselineKeeper:
     ) -> bool:
         """Store ``samples`` as the baseline of ``digest`` unless one exists (or ``replace``).
 
-        Entries (kernel × batch) missing from an existing baseline are added to it, with
-        reason ``"new entries"``. Returns whether anything was stored; publishes
-        ``BaselineRecorded`` when it was.
+        Into an existing baseline, entries (kernel × batch × mode) it lacks are added, with
+        reason ``"new entries"``, and entries still short of :data:`BASELINE_RUNS` runs pool
+        this run's samples of the same profile when it found no regression (``"pooled
+        run"``). Returns whether anything was stored; publishes ``BaselineRecorded`` when it
+        was.
         """
         key = _PREFIX + digest
         with self._store.transaction():
@@ -209,12 +249,23 @@ class BaselineKeeper:
             if isinstance(existing, dict) and existing.get("entries") and not replace:
                 if existing.get("calibration") != calibration:
                     return False
-                missing = {k: v for k, v in samples.items() if k not in existing["entries"]}
-                if not missing:
+                have = existing["entries"]
+                missing = {k: v for k, v in samples.items() if k not in have}
+                pooled = {
+                    k: pool_samples([{k: have[k]}, {k: v}])[k]
+                    for k, v in samples.items()
+                    if k in have and _poolable(have[k], v)
+                }
+                if not missing and not pooled:
                     return False
-                existing["entries"].update(missing)
+                have.update(missing)
+                have.update(pooled)
+                existing["runs"] = max(_runs(e) for e in have.values())
                 self._store.put_json(NAMESPACE, key, existing)
-                stored, why = missing, "new entries"
+                stored = {**missing, **{k: samples[k] for k in pooled}}
+                why = "; ".join(
+                    part for part, on in (("new entries", missing), ("pooled run", pooled)) if on
+                )
             else:
                 record = {
                     "digest": digest,
@@ -325,6 +376,7 @@ def _summary(record: Mapping[str, Any], current: str | None) -> dict[str, Any]:
         ratio = entry.get("ratio") or [float("nan")]
         entries[key] = {
             "samples": len(entry.get("latency_seconds", ())),
+            "runs": _runs(entry),
             "median_latency_seconds": statistics.median(lat),
             "median_ratio": statistics.median(ratio),
             "peak_memory_bytes": entry.get("peak_memory_bytes"),
@@ -375,7 +427,7 @@ def show_command(config: Config, state_dir: Path, out: TextIO, as_json: bool) ->
         )
         for key, entry in record["entries"].items():
             print(
-                f"  {key:<24} n={entry['samples']:<4} "
+                f"  {key:<36} n={entry['samples']:<4} runs={entry['runs']:<2} "
                 f"median {entry['median_latency_seconds'] * 1e3:9.3f} ms"
                 f"  ratio {entry['median_ratio']:.3f}  peak {entry['peak_memory_bytes']} B",
                 file=out,

@@ -1,7 +1,10 @@
 """``kernelwatch check``: run a tier or one check now, through the daemon's runner and evaluator.
 
 It judges by level alone (no hysteresis) and writes nothing to the state directory, so it
-can run beside a live daemon without disturbing its counters, telemetry or schedule.
+can run beside a live daemon without disturbing its counters, telemetry or schedule. It
+does read the performance baselines learned there (by the daemon or ``baseline record``),
+so a manual daily run is judged for regressions exactly as a scheduled one; it never
+learns from its own samples.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from checks.api import Status
+from daemon.baselines import BaselineKeeper
 from daemon.bus import EventBus
 from daemon.clock import SystemClock
 from daemon.config import TIER_ORDER, Config
@@ -18,6 +22,8 @@ from daemon.evaluator import Evaluator
 from daemon.execution import CheckCatalog, RunRequest, TierExecutor, new_run_id
 from daemon.logs import LogSink
 from daemon.runner import CheckRunner
+from daemon.state_dir import StateLayout
+from daemon.store import StateStore
 
 
 def run_once(config: Config, state_dir: Path, target: str) -> tuple[Status, dict[str, Any]]:
@@ -32,6 +38,9 @@ def run_once(config: Config, state_dir: Path, target: str) -> tuple[Status, dict
     else:
         check = catalog.load(target)  # raises RegistryError naming the known checks
         tier, checks = check.tier, (target,)
+    database = StateLayout(state_dir).database
+    store = StateStore.open(database, clock=clock) if database.exists() else None
+    baselines = BaselineKeeper(store, clock) if store is not None else None
     executor = TierExecutor(
         bus=bus,
         clock=clock,
@@ -41,6 +50,7 @@ def run_once(config: Config, state_dir: Path, target: str) -> tuple[Status, dict
         config=config,
         state_dir=state_dir,
         stateless=True,
+        options_provider=baselines.options_for if baselines is not None else None,
     )
     request = RunRequest(
         run_id=new_run_id(),
@@ -50,7 +60,11 @@ def run_once(config: Config, state_dir: Path, target: str) -> tuple[Status, dict
         window_end=None,
         checks=checks,
     )
-    result = executor.execute(request)
+    try:
+        result = executor.execute(request)
+    finally:
+        if store is not None:
+            store.close()
     status = result.status
     payload = {
         "target": target,

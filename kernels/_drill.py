@@ -24,13 +24,13 @@ def enter_drill(profile: Profile) -> None:
 
 
 def repetitions(profile: Profile) -> int:
-    """Return how many times the kernel repeats its work: ``round(slow_factor)``, at least 1.
+    """Return how many times the kernel repeats its work: ``slow_factor`` (a whole number ≥ 1).
 
     >>> from kernels.profile import canonical_profile
     >>> repetitions(canonical_profile().replace(drill={"slow_factor": 3.0}))
     3
     """
-    return max(1, round(float(profile.drill.get("slow_factor", 1.0))))
+    return int(profile.drill.get("slow_factor", 1.0))
 
 
 def cache_thrash(profile: Profile) -> bool:

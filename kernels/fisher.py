@@ -48,6 +48,7 @@ __all__ = [
     "disjoint_distance_error",
     "fisher_metric",
     "fisher_metric_dense",
+    "fisher_metric_sparse",
     "fisher_rao_mlx",
     "fisher_rao_pairs_mlx",
     "fisher_rao_pairs_reference",
@@ -57,6 +58,7 @@ __all__ = [
     "metric_min_eigenvalue",
     "metric_quadratic_form_error",
     "metric_symmetric_error",
+    "metric_validation",
     "natural_sparsity",
     "pure_state_qfi_error",
     "qfi_mlx",
@@ -210,7 +212,11 @@ class MetricValidation:
     used_sparse : bool
         Whether the CSR form is the one in use.
     fallback_reason : str or None
-        Why the dense form is used, when it is.
+        Why the dense form is used, when it is (too little natural sparsity, or the
+        failed validation checks).
+    fell_back : bool
+        Whether a sparse form was validated and failed, so the dense form replaced it
+        (False when the metric is dense because it has too little natural sparsity).
     """
 
     symmetric_error: float
@@ -219,6 +225,7 @@ class MetricValidation:
     sparsity: float
     used_sparse: bool
     fallback_reason: str | None
+    fell_back: bool = False
 
 
 def _check_logits(theta: npt.ArrayLike) -> FloatArray:
@@ -231,20 +238,38 @@ def _check_logits(theta: npt.ArrayLike) -> FloatArray:
     return arr
 
 
+def _metric_blocks(theta: npt.ArrayLike) -> list[FloatArray]:
+    """Return the per-group blocks diag(p_k) − p_k p_kᵀ of the softmax Fisher metric."""
+    logits = _check_logits(theta)
+    # Step 1: p_k = softmax(θ_k), shifted by the row maximum for stability.
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    # Step 2: one block diag(p_k) − p_k p_kᵀ per group.
+    return [np.diag(p[k]) - np.outer(p[k], p[k]) for k in range(logits.shape[0])]
+
+
 def fisher_metric_dense(theta: npt.ArrayLike) -> FloatArray:
     """Return the dense (G·C, G·C) Fisher metric of G softmax groups, in float64.
 
     >>> fisher_metric_dense([[0.0, 0.0]]).tolist()
     [[0.25, -0.25], [-0.25, 0.25]]
     """
-    logits = _check_logits(theta)
-    g = logits.shape[0]
-    # Step 1: p_k = softmax(θ_k), shifted by the row maximum for stability.
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    p = e / e.sum(axis=1, keepdims=True)
-    # Step 2: one block diag(p_k) − p_k p_kᵀ per group on the diagonal.
-    blocks = [np.diag(p[k]) - np.outer(p[k], p[k]) for k in range(g)]
-    return np.asarray(scipy.linalg.block_diag(*blocks), dtype=np.float64)
+    return np.asarray(scipy.linalg.block_diag(*_metric_blocks(theta)), dtype=np.float64)
+
+
+def fisher_metric_sparse(theta: npt.ArrayLike) -> Any:
+    """Return the (G·C, G·C) Fisher metric as CSR, assembled block by block (no dense array).
+
+    Built by ``scipy.sparse.block_diag`` from the per-group blocks, never from the dense
+    form, so comparing the two (:func:`validate_metric`) tests the sparse assembly. Only
+    entries that are exactly zero are left out: nothing is thresholded.
+
+    >>> m = fisher_metric_sparse([[0.0, 0.0], [0.0, 0.0]])
+    >>> type(m).__name__, m.nnz, m.shape
+    ('csr_matrix', 8, (4, 4))
+    """
+    blocks = [scipy.sparse.csr_matrix(block) for block in _metric_blocks(theta)]
+    return scipy.sparse.csr_matrix(scipy.sparse.block_diag(blocks, format="csr"))
 
 
 def natural_sparsity(matrix: FloatArray) -> float:
@@ -322,7 +347,9 @@ def fisher_metric(
             used_sparse=False,
             fallback_reason=reason,
         )
-    candidate = scipy.sparse.csr_matrix(dense) if held is None else scipy.sparse.csr_matrix(held)
+    # The CSR is assembled from the per-group blocks, independently of the dense array it is
+    # validated against, so an assembly error shows up as a failed validation.
+    candidate = fisher_metric_sparse(theta) if held is None else scipy.sparse.csr_matrix(held)
     # Step 2: validate the sparse form; any failure falls back to dense and says why.
     sym, eig, quad = validate_metric(candidate, dense, rng)
     failures = []
@@ -339,6 +366,7 @@ def fisher_metric(
         sparsity=sparsity,
         used_sparse=not failures,
         fallback_reason="; ".join(failures) or None,
+        fell_back=bool(failures),
     )
     return (dense if failures else candidate), validation
 
@@ -590,6 +618,22 @@ def disjoint_distance_error(profile: Profile, rng: np.random.Generator) -> float
     return float(np.max(np.abs(fisher_rao_mlx(p, q) - math.pi)))
 
 
+def metric_validation(profile: Profile, rng: np.random.Generator) -> MetricValidation:
+    """Return the validation of the metric of random 8×16 softmax logits (θ ~ 3·N(0, 1)).
+
+    The weekly geometry check reports its numbers and, when the sparse form failed,
+    its ``fallback_reason``.
+
+    >>> from kernels.profile import canonical_profile
+    >>> v = metric_validation(canonical_profile(), np.random.default_rng(0))
+    >>> v.used_sparse, v.fell_back, v.fallback_reason
+    (True, False, None)
+    """
+    del profile
+    _, validation = fisher_metric(rng.standard_normal((8, 16)) * 3, rng)
+    return validation
+
+
 def metric_quadratic_form_error(profile: Profile, rng: np.random.Generator) -> float:
     """Return the sparse-vs-dense quadratic-form error of a random 8×16 softmax metric.
 
@@ -597,9 +641,7 @@ def metric_quadratic_form_error(profile: Profile, rng: np.random.Generator) -> f
     >>> metric_quadratic_form_error(canonical_profile(), np.random.default_rng(0)) <= 1e-9
     True
     """
-    del profile
-    _, validation = fisher_metric(rng.standard_normal((8, 16)) * 3, rng)
-    return validation.quadratic_form_error
+    return metric_validation(profile, rng).quadratic_form_error
 
 
 def metric_symmetric_error(profile: Profile, rng: np.random.Generator) -> float:
@@ -609,9 +651,7 @@ def metric_symmetric_error(profile: Profile, rng: np.random.Generator) -> float:
     >>> metric_symmetric_error(canonical_profile(), np.random.default_rng(0))
     0.0
     """
-    del profile
-    _, validation = fisher_metric(rng.standard_normal((8, 16)) * 3, rng)
-    return validation.symmetric_error
+    return metric_validation(profile, rng).symmetric_error
 
 
 def metric_min_eigenvalue(profile: Profile, rng: np.random.Generator) -> float:
@@ -621,6 +661,4 @@ def metric_min_eigenvalue(profile: Profile, rng: np.random.Generator) -> float:
     >>> metric_min_eigenvalue(canonical_profile(), np.random.default_rng(0)) >= -1e-8
     True
     """
-    del profile
-    _, validation = fisher_metric(rng.standard_normal((8, 16)) * 3, rng)
-    return validation.min_eigenvalue
+    return metric_validation(profile, rng).min_eigenvalue

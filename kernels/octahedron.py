@@ -47,7 +47,7 @@ import numpy.typing as npt
 
 from kernels import _drill
 from kernels._compiled import CompiledCache
-from kernels.profile import Profile
+from kernels.profile import CANONICAL_RATIOS, Profile
 
 __all__ = [
     "activate_mlx",
@@ -513,8 +513,11 @@ def geometric_ratio_drift(
 ) -> float:
     """Return max |‖y_{q+1}‖₁/‖y_q‖₁ ÷ canonical ratio − 1| over rows outside every ball.
 
-    The activation runs through the MLX kernel; rows where some quarter lies
-    inside its ball are skipped (their ratio is not fixed by the radii).
+    The canonical ratios are the fixed :data:`kernels.profile.CANONICAL_RATIOS`
+    (9/8, 6/5, 9/8), never the profile's: a profile whose radii drifted is measured
+    against KERNELS.md, whatever else it carries. The activation runs through the MLX
+    kernel; rows where some quarter lies inside its ball are skipped (their ratio is
+    not fixed by the radii).
 
     Examples
     --------
@@ -533,7 +536,7 @@ def geometric_ratio_drift(
     if not np.any(outside):
         raise ValueError("no row has every quarter outside its ball; use more features")
     measured = y_l1[outside, 1:] / y_l1[outside, :-1]
-    return float(np.max(np.abs(measured / np.asarray(profile.canonical_ratios) - 1)))
+    return float(np.max(np.abs(measured / np.asarray(CANONICAL_RATIOS) - 1)))
 
 
 def phase_drift(profile: Profile) -> float:

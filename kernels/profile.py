@@ -11,8 +11,9 @@ removed, so a reader sees either the old profile or the new one.
 The ``drill`` mapping holds fault-injection knobs that the kernels honour, for
 testing the daemon's detection and recovery:
 
-``slow_factor`` (float ≥ 1)
-    The kernel repeats its computation ``round(slow_factor)`` times.
+``slow_factor`` (whole number ≥ 1, stored as a float)
+    The kernel repeats its computation ``slow_factor`` times; 1.3 is refused (a kernel
+    repeats whole passes, so it could not honour the fraction).
 ``hang`` (bool)
     The kernel blocks forever.
 ``crash`` (bool)
@@ -20,7 +21,15 @@ testing the daemon's detection and recovery:
 ``cache_thrash`` (bool)
     Every call misses the compiled-function cache and the QFI cache.
 ``batch_scale`` (int ≥ 1)
-    The octahedron processes ``batch_scale``× the rows in one unchunked pass.
+    The octahedron processes ``batch_scale``× the rows: in one pass in the aggressive and
+    balanced modes, streamed in chunks of ``chunk_rows`` rows in conservative mode (which
+    is how recovery's conservative mode bounds the memory of this drill).
+
+The canonical radius ratios (9/8, 6/5, 9/8) of KERNELS.md are the module constant
+:data:`CANONICAL_RATIOS`, not a profile field: the geometry checks measure a profile's radii
+against them, so a profile must not be able to move the yardstick along with what it
+measures. Profile files written before this change carry a ``canonical_ratios`` key; they
+are refused with the unknown-field error, which is acceptable before the first release.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "CANONICAL_RATIOS",
     "DRILL_KEYS",
     "FORMAT_VERSION",
     "VECTORIZATION_MODES",
@@ -54,6 +64,9 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+#: The ratios r[q+1]/r[q] of consecutive quarter radii that KERNELS.md fixes; the geometric
+#: ratio drift and recovery's geometric stabilisation use these, never the profile's radii.
+CANONICAL_RATIOS: tuple[float, float, float] = (9 / 8, 6 / 5, 9 / 8)
 VECTORIZATION_MODES = ("aggressive", "balanced", "conservative")
 QUANTUM_PRECISIONS = ("float32", "float16")
 DRILL_KEYS: Mapping[str, type] = MappingProxyType(
@@ -104,6 +117,9 @@ def _check_drill(drill: Mapping[str, Any]) -> Mapping[str, Any]:
                 raise ValueError(f"drill.{key} must be a number, got {value!r}")
             if not math.isfinite(value) or value < 1:
                 raise ValueError(f"drill.{key} must be finite and >= 1, got {value!r}")
+            # The kernels repeat whole passes: a fractional factor would silently round.
+            if key == "slow_factor" and not float(value).is_integer():
+                raise ValueError(f"drill.{key} must be a whole number >= 1, got {value!r}")
             value = float(value)
         out[key] = value
     return MappingProxyType(out)
@@ -116,11 +132,10 @@ class Profile:
     Parameters
     ----------
     radii : tuple of 4 floats
-        L1-ball radius of each octahedron quarter; positive and finite.
-    canonical_ratios : tuple of 3 floats
-        The ratios r[q+1]/r[q] the geometry checks expect.
+        L1-ball radius of each octahedron quarter; positive and finite. Their ratios are
+        measured against the fixed :data:`CANONICAL_RATIOS`.
     base_radius : float
-        The canonical r0 that ``radii`` derive from.
+        The canonical r0 that recovery re-derives ``radii`` from (with ``CANONICAL_RATIOS``).
     phases : tuple of 4 floats
         Phase φ_q of the fluidity wave per quarter, in radians.
     amplitude, frequency : float
@@ -150,7 +165,6 @@ class Profile:
     """
 
     radii: tuple[float, float, float, float] = (1.0, 1.125, 1.35, 1.51875)
-    canonical_ratios: tuple[float, float, float] = (9 / 8, 6 / 5, 9 / 8)
     base_radius: float = 1.0
     phases: tuple[float, ...] = tuple(q * math.pi / 4 for q in range(4))
     amplitude: float = 0.1
@@ -167,12 +181,8 @@ class Profile:
         radii = _finite_tuple("radii", self.radii, 4)
         if any(r <= 0 for r in radii):
             raise ValueError(f"radii must be positive, got {radii!r}")
-        ratios = _finite_tuple("canonical_ratios", self.canonical_ratios, 3)
-        if any(r <= 0 for r in ratios):
-            raise ValueError(f"canonical_ratios must be positive, got {ratios!r}")
         set_ = object.__setattr__
         set_(self, "radii", radii)
-        set_(self, "canonical_ratios", ratios)
         set_(self, "phases", _finite_tuple("phases", self.phases, 4))
         set_(self, "biases", _finite_tuple("biases", self.biases, 4))
         for name in ("base_radius", "amplitude", "frequency"):

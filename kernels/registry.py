@@ -28,6 +28,7 @@ from kernels.profile import VECTORIZATION_MODES, Profile
 
 __all__ = [
     "BATCH_CONFIGS",
+    "CHARACTERS",
     "ENTRY_POINT_GROUP",
     "BatchConfig",
     "Kernel",
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "kernelwatch.kernels"
+#: What bounds a kernel's speed: arithmetic, or moving data through memory.
+CHARACTERS = ("compute", "memory")
 Invariant = Callable[[np.random.Generator, Profile], float]
 
 
@@ -105,6 +108,9 @@ class Kernel:
         Measurements that follow from the definition (see the module docstring).
     invariant_limits : mapping of name to float
         The healthy bound of each invariant.
+    character : {"compute", "memory"}
+        What bounds the kernel's speed, and so which calibration workload of the daily
+        performance check its time is divided by (one that a busy neighbour slows alike).
     """
 
     name: str
@@ -119,6 +125,14 @@ class Kernel:
     batch_configs: tuple[BatchConfig, ...] = BATCH_CONFIGS
     invariants: Mapping[str, Invariant] = field(default_factory=lambda: MappingProxyType({}))
     invariant_limits: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    character: str = "compute"
+
+    def __post_init__(self) -> None:
+        """Validate the character (the other fields are checked where they are used)."""
+        if self.character not in CHARACTERS:
+            raise ValueError(
+                f"Kernel.character must be one of {CHARACTERS}, got {self.character!r}"
+            )
 
 
 def _invariant(measure: Callable[[Profile, np.random.Generator], float]) -> Invariant:
@@ -144,6 +158,7 @@ def _octahedron() -> Kernel:
 
     return Kernel(
         name="octahedron",
+        character="memory",
         description="fluidity wave + per-quarter L1-ball projection, (B, D) float32",
         make_inputs=o.make_inputs,
         run_mlx=o.activate_mlx,
@@ -183,6 +198,7 @@ def _fisher() -> Kernel:
 
     return Kernel(
         name="fisher",
+        character="memory",
         description="row-wise Fisher–Rao distances (B, K) float32, then cached QFI of 4 states",
         make_inputs=f.make_inputs,
         run_mlx=f.run_mlx,
@@ -229,6 +245,7 @@ def _quantum() -> Kernel:
     }
     return Kernel(
         name="quantum",
+        character="compute",
         description="density-matrix evolution U ρ U†, (B, n, n) complex64, n = 16 by default",
         make_inputs=q.make_inputs,
         run_mlx=q.run_mlx,

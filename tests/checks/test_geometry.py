@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import scipy.sparse
 
 from checks.api import UNIT_SUFFIXES, CheckContext, CheckResult
-from checks.geometry import GeometryCheck, fisher_rao_axiom_violation
+from checks.geometry import GeometryCheck, fisher_rao_axiom_violation, metric_measurements
 from daemon.config import load_config
 from daemon.evaluator import Evaluator
 from daemon.events import ThresholdCrossed
@@ -67,6 +68,7 @@ def test_canonical_profile_measures_every_invariant_inside_its_threshold(tmp_pat
         "fisher_min_eigenvalue_score",
         "fisher_sparse_dense_error_ratio",
         "fisher_rao_axiom_violation_distance",
+        "fisher_metric_dense_fallback_bool",
     } <= names
     for m in result.measurements:
         assert m.unit in UNIT_SUFFIXES
@@ -74,6 +76,8 @@ def test_canonical_profile_measures_every_invariant_inside_its_threshold(tmp_pat
     assert issues(result) == set()
     assert value(result, "containment_violation_ratio") <= 1e-6
     assert value(result, "fisher_min_eigenvalue_score") >= -1e-8
+    assert value(result, "fisher_metric_dense_fallback_bool") == 0.0
+    assert not any("fisher metric" in note for note in result.notes)
 
 
 def test_one_percent_off_radius_raises_geometric_drift(tmp_path: Path) -> None:
@@ -113,3 +117,21 @@ def test_axiom_violation_catches_an_asymmetric_distance() -> None:
         return fisher.fisher_rao_reference(p, q) + 0.1 * np.asarray(p)[:, 0]
 
     assert fisher_rao_axiom_violation(lopsided, rng, triples=32, k=16) > 1e-3
+
+
+def test_a_failed_sparse_metric_is_reported_with_its_reason() -> None:
+    """A sparse form that fails validation sets the fallback bool and puts the reason in a note."""
+    theta = np.random.default_rng(0).standard_normal((4, 3))
+    corrupted = fisher.fisher_metric_dense(theta)
+    corrupted[0, 1] += 1e-3
+    _, failed = fisher.fisher_metric(
+        theta, np.random.default_rng(0), held=scipy.sparse.csr_matrix(corrupted)
+    )
+    _, healthy = fisher.fisher_metric(theta, np.random.default_rng(1))
+    figures, notes = metric_measurements([healthy, failed])
+    by_name = {name: figure for name, figure, _ in figures}
+    assert by_name["fisher_metric_dense_fallback_bool"] == 1.0
+    assert by_name["fisher_symmetry_error_ratio"] == pytest.approx(1e-3)
+    (note,) = notes
+    assert "dense used" in note
+    assert "symmetric error" in note

@@ -14,7 +14,13 @@ import pytest
 
 from checks.api import Measurement
 from checks.fingerprint import Fingerprint
-from daemon.baselines import BaselineKeeper, pool_samples, record_command, show_command
+from daemon.baselines import (
+    BASELINE_RUNS,
+    BaselineKeeper,
+    pool_samples,
+    record_command,
+    show_command,
+)
 from daemon.clock import FakeClock
 from daemon.config import load_config
 from daemon.events import BaselineRecorded, CheckCompleted, Event, FingerprintChanged
@@ -32,12 +38,17 @@ FP = Fingerprint(
     numpy_version="2.0.0",
     scipy_version="1.17.1",
 )
+KEY = "octahedron/small/aggressive"
 SAMPLES = {
-    "octahedron/small": {
+    KEY: {
         "kernel": "octahedron",
         "batch": "small",
+        "vectorization": "aggressive",
+        "profile_id": "p1",
+        "regressed": False,
         "latency_seconds": [0.005, 0.006],
         "ratio": [0.5, 0.6],
+        "run_ratio_medians": [0.55],
         "calibration_seconds": [0.01, 0.01],
         "peak_memory_bytes": 1000,
     }
@@ -104,25 +115,51 @@ def test_first_run_records_a_baseline(harness: Harness) -> None:
     assert baseline["stale"] is False
 
 
-def test_later_runs_do_not_replace_the_baseline(harness: Harness) -> None:
-    """A second run on the same fingerprint changes nothing and publishes nothing."""
+def test_the_first_runs_are_pooled_into_the_baseline(harness: Harness) -> None:
+    """Runs of the same profile pool into the baseline until it holds BASELINE_RUNS runs."""
+    for median in (0.55, 0.6, 0.65, 9.0):
+        run = {KEY: {**SAMPLES[KEY], "ratio": [median] * 2, "run_ratio_medians": [median]}}
+        harness.completed(FP, run)
+    assert [e.reason for e in harness.events if isinstance(e, BaselineRecorded)] == [
+        "first run",
+        "pooled run",
+        "pooled run",
+    ]
+    assert BASELINE_RUNS == 3
+    baseline = harness.keeper.options_for("performance", "daily")["baseline"]
+    entry = baseline["entries"][KEY]
+    assert entry["run_ratio_medians"] == [0.55, 0.6, 0.65]
+    assert len(entry["latency_seconds"]) == 6
+    assert baseline["runs"] == 3
+
+
+@pytest.mark.parametrize(
+    "change", [{"profile_id": "drilled"}, {"regressed": True}], ids=["profile", "regressed"]
+)
+def test_a_run_of_another_profile_or_a_regressed_run_is_not_pooled(
+    harness: Harness, change: dict[str, Any]
+) -> None:
+    """A run under another profile (a drill), or one that found a regression, leaves the
+    baseline as it is."""
     harness.completed(FP)
-    other = {"octahedron/small": {**SAMPLES["octahedron/small"], "ratio": [9.0, 9.0]}}
-    harness.completed(FP, other)
+    harness.completed(FP, {KEY: {**SAMPLES[KEY], **change, "ratio": [9.0, 9.0]}})
     assert len(harness.events) == 1
     baseline = harness.keeper.options_for("performance", "daily")["baseline"]
-    assert baseline["entries"]["octahedron/small"]["ratio"] == [0.5, 0.6]
+    assert baseline["entries"][KEY]["ratio"] == [0.5, 0.6]
 
 
-def test_new_kernel_entries_are_added(harness: Harness) -> None:
-    """A kernel × batch the baseline lacks is added from the next run."""
+def test_new_execution_mode_entries_are_added(harness: Harness) -> None:
+    """A kernel × batch × mode the baseline lacks (conservative mode after a memory spike)
+    is recorded from the run that first has it."""
     harness.completed(FP)
-    harness.completed(FP, {**SAMPLES, "fisher/small": SAMPLES["octahedron/small"]})
+    conservative = {**SAMPLES[KEY], "vectorization": "conservative", "profile_id": "p2"}
+    key = "octahedron/small/conservative:128"
+    harness.completed(FP, {key: conservative})
     assert harness.events[-1] == BaselineRecorded(
         fingerprint=FP.digest(), samples=2, reason="new entries"
     )
     entries = harness.keeper.options_for("performance", "daily")["baseline"]["entries"]
-    assert set(entries) == {"octahedron/small", "fisher/small"}
+    assert set(entries) == {KEY, key}
 
 
 def test_fingerprint_change_is_an_event_and_marks_baselines_stale(harness: Harness) -> None:
@@ -173,6 +210,10 @@ def test_pool_samples_concatenates_lists_and_takes_the_median_peak() -> None:
     pooled = pool_samples(runs)
     assert pooled["k/small"]["latency_seconds"] == [0.0, 1.0, 2.0]
     assert pooled["k/small"]["peak_memory_bytes"] == 20
+    # Pooling run by run gives the median over the runs too, not that of a median and a run.
+    peaks = [{"k/small": {"ratio": [1.0], "peak_memory_bytes": p}} for p in (10, 12, 30)]
+    stepwise = pool_samples([pool_samples(peaks[:2]), peaks[2]])
+    assert stepwise["k/small"]["peak_memory_bytes"] == 12
 
 
 def test_show_lists_learned_and_configured_baselines(tmp_path: Path) -> None:
@@ -190,13 +231,13 @@ def test_show_lists_learned_and_configured_baselines(tmp_path: Path) -> None:
     assert show_command(config, tmp_path, out, as_json=False) == 0
     text = out.getvalue()
     assert FP.digest() in text
-    assert "octahedron/small" in text
+    assert KEY in text
     assert "configured octahedron/small" in text
     out = io.StringIO()
     assert show_command(config, tmp_path, out, as_json=True) == 0
     payload = json.loads(out.getvalue())
     assert payload["current"] == FP.digest()
-    assert payload["learned"][0]["entries"]["octahedron/small"]["samples"] == 2
+    assert payload["learned"][0]["entries"][KEY]["samples"] == 2
     assert payload["configured"]["octahedron"]["small"]["latency_seconds"] == 0.005
 
 
@@ -223,7 +264,9 @@ def test_record_runs_the_check_in_children_and_stores_pooled_samples(tmp_path: P
         (record,) = keeper.baselines().values()
         options = keeper.options_for("performance", "daily")
     assert record["runs"] == 2
-    assert len(record["entries"]["fisher/small"]["latency_seconds"]) == 6
+    entry = record["entries"]["fisher/small/aggressive"]
+    assert len(entry["latency_seconds"]) == 6
+    assert len(entry["run_ratio_medians"]) == 2
     assert options["baseline"]["digest"] == record["digest"]
     assert "2 runs" in record["reason"]
 
@@ -232,3 +275,30 @@ def test_record_refuses_zero_runs(tmp_path: Path) -> None:
     """A run count below one is a usage error."""
     out = io.StringIO()
     assert record_command(load_config(), tmp_path, 0, out) == 2
+
+
+@pytest.mark.slow
+def test_check_command_judges_against_the_recorded_baseline(tmp_path: Path) -> None:
+    """``kernelwatch check`` compares with the learned baseline, and learns nothing itself."""
+    from daemon.oneshot import run_once
+
+    overlay = tmp_path / "config.toml"
+    overlay.write_text(
+        "[checks.performance.options]\n"
+        'kernels = ["fisher"]\nbatches = ["small"]\nrepetitions = 3\nwarmup = 1\n'
+    )
+    config = load_config(overlay)
+    state = tmp_path / "state"
+
+    def names(payload: dict[str, Any]) -> set[str]:
+        return {m["name"] for check in payload["checks"] for m in check["measurements"]}
+
+    _, before = run_once(config, state, "performance")
+    assert "normalized_slowdown_ratio" not in names(before)  # no baseline: nothing to judge
+    assert not StateLayout(state).database.exists()  # and the one-shot run wrote none
+    assert record_command(config, state, 1, io.StringIO()) == 0
+    _, after = run_once(config, state, "performance")
+    assert {"normalized_slowdown_ratio", "performance_regression_ratio"} <= names(after)
+    with StateStore.open(StateLayout(state).database) as store:
+        (record,) = BaselineKeeper(store).baselines().values()
+    assert record["runs"] == 1  # the one-shot runs were not pooled into it

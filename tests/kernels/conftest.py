@@ -27,10 +27,16 @@ class Backend:
       in the NumPy peer (its float32 ``cumsum``), while MLX's residual Newton
       step keeps that term at a few ulps. Hence ``1e-6 + c·eps32·magnitude``
       with ``c = 16`` for MLX and ``c = 4·n + 16`` for NumPy.
-    * Fisher–Rao distances: ``4·arcsin(chord/2)`` has condition number ≈ 1 away
-      from π, so a float32 sum of K squared differences errs by ≈ K·eps32;
-      the bound is ``1e-6 + 4·K·eps32`` radians, plus √eps32 near d = π where
-      arcsin's slope is unbounded.
+    * Fisher–Rao distances ``d = 4·arcsin(c/2)``, c = ‖√p − √q‖₂: the float32
+      sum of K non-negative squared differences has a relative error of at most
+      ≈ K·eps32 (recursive summation; rounding √p and p itself adds a few eps), so
+      c errs by ≲ (K + 3)·eps32·c/2 + 3·eps32. The slope dd/dc = 2/cos(d/4) is at
+      most 2√2 for d ≤ π: arcsin's slope blows up only at c = 2 (d = 2π), which
+      two categorical distributions never reach (c ≤ √2, equality for disjoint
+      supports). Hence ``1e-6 + 4·K·eps32`` radians, with no √eps32 term even at
+      d = π. Measured over 3000 Hypothesis draws (K ≤ 40) plus 800 disjoint and
+      near-disjoint pairs (K up to 1000): worst 3.2e-6 rad for MLX, 8.7e-7 for
+      NumPy, at most 0.27 of this bound.
     * Quantum evolution: three complex64 products of n×n matrices and one
       eigendecomposition give a trace distance of ≈ n·eps32·‖ρ‖; KERNELS.md's
       1e-5 covers n ≤ 64.
@@ -50,8 +56,8 @@ class Backend:
         return 1e-6 + c * EPS32 * max(1.0, magnitude)
 
     def distance_tol(self, k: int) -> float:
-        """Return the Fisher–Rao tolerance (radians) for K categories."""
-        return 1e-6 + 4 * k * EPS32 + float(np.sqrt(EPS32))
+        """Return the Fisher–Rao tolerance (radians) for K categories (see the class)."""
+        return 1e-6 + 4 * k * EPS32
 
 
 MLX = Backend(

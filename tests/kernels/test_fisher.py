@@ -131,6 +131,17 @@ def test_metric_is_never_thresholded() -> None:
     assert np.array_equal(matrix.toarray(), dense)
 
 
+@PROPERTY
+@given(theta=softmax_logits())
+def test_sparse_metric_is_assembled_from_the_blocks(theta: Any) -> None:
+    """The CSR form, built block by block, holds exactly the dense form's non-zero entries."""
+    sparse = f.fisher_metric_sparse(theta)
+    dense = f.fisher_metric_dense(theta)
+    assert scipy.sparse.issparse(sparse)
+    assert sparse.nnz == np.count_nonzero(dense)
+    assert np.array_equal(sparse.toarray(), dense)
+
+
 def test_invalid_sparse_form_falls_back_to_dense_with_a_reason() -> None:
     """A corrupted (asymmetric) sparse form fails validation; the dense form is used."""
     theta = np.random.default_rng(0).standard_normal((4, 3))
@@ -140,6 +151,7 @@ def test_invalid_sparse_form_falls_back_to_dense_with_a_reason() -> None:
         theta, np.random.default_rng(0), held=scipy.sparse.csr_matrix(corrupted)
     )
     assert not validation.used_sparse
+    assert validation.fell_back
     assert not scipy.sparse.issparse(matrix)
     assert validation.fallback_reason is not None
     assert "symmetric" in validation.fallback_reason
@@ -149,6 +161,7 @@ def test_dense_metric_reports_why() -> None:
     """A single group (no natural sparsity) is held dense and says why."""
     _, validation = f.fisher_metric(np.zeros((1, 4)), np.random.default_rng(0))
     assert not validation.used_sparse
+    assert not validation.fell_back
     assert validation.fallback_reason is not None
     assert "sparsity" in validation.fallback_reason
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
@@ -15,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels import octahedron as o
-from kernels.profile import Profile, canonical_profile
+from kernels.profile import CANONICAL_RATIOS, Profile, canonical_profile
+from tests.helpers import wait_until
 from tests.kernels.conftest import Backend
 from tests.strategies import arrays_like, profiles, quarter_arrays, radii
 
@@ -50,10 +53,13 @@ def test_activation_matches_float64_oracle(backend: Backend, x: Any, profile: Pr
 def test_projection_is_contained(backend: Backend, z: Any, r: tuple[float, ...]) -> None:
     """Containment: ‖y_q‖₁ ≤ r_q·(1 + 1e-6) plus the float32 rounding of θ."""
     y = backend.project(z, _with_radii(r))
-    n = z.shape[1] // 4
-    slack = np.asarray(r) * 1e-6 + 4 * n * float(np.finfo(np.float32).eps) * np.max(
-        np.abs(z), initial=1
-    )
+    # ‖y_q‖₁ = Σ_active (|z| − θ) moves by m·δθ when θ is off by δθ, and m·θ ≤ ‖z_q‖₁, so
+    # a θ rounded to a few eps32 of itself, from sums over the quarter, moves it by a few
+    # eps32·‖z_q‖₁. MLX rounds θ once per Newton step: 2·eps32·‖z_q‖₁; NumPy's θ comes from
+    # a float32 cumsum: 4·eps32·‖z_q‖₁. Measured over 4000 draws: at most 0.46 (MLX) and
+    # 1.99 (NumPy) eps32·‖z_q‖₁ beyond r_q·(1 + 1e-6).
+    c = 4 if backend.sum_terms else 2
+    slack = np.asarray(r) * 1e-6 + c * float(np.finfo(np.float32).eps) * _quarter_l1(z)
     assert np.all(_quarter_l1(y) <= np.asarray(r) + slack)
 
 
@@ -101,17 +107,24 @@ def test_projection_is_nonexpansive(backend: Backend, data: st.DataObject, r: An
 
 
 @PROPERTY
-@given(x=quarter_arrays(elements=st.floats(-3, 3, width=32)), seed=st.integers(0, 2**32 - 1))
-def test_ratio_preserved_outside_every_ball(backend: Backend, x: Any, seed: int) -> None:
+@given(x=quarter_arrays(elements=st.floats(-3, 3, width=32)))
+def test_ratio_preserved_outside_every_ball(backend: Backend, x: Any) -> None:
     """Ratio preservation: rows outside every ball keep ‖y_{q+1}‖₁/‖y_q‖₁ = r_{q+1}/r_q."""
-    # |entries| ≥ 2 keeps |z| ≥ 1.9 after the wave: every quarter lies outside its ball.
-    big = np.where(x >= 0, 1, -1) * (2 + 50 * np.abs(x))
-    y = backend.activate(big.astype(np.float32), CANONICAL.replace(vectorization="balanced"))
-    l1 = _quarter_l1(y)
+    # 2 ≤ |entries| ≤ 17 keeps |z| ≥ 1.9 after the wave, so every quarter lies outside its
+    # ball, and spans the kernels' inputs (standard normal) several times over.
+    big = (np.where(x >= 0, 1, -1) * (2 + 5 * np.abs(x))).astype(np.float32)
+    profile = CANONICAL.replace(vectorization="balanced")
+    l1 = _quarter_l1(backend.activate(big, profile))
     measured = l1[:, 1:] / l1[:, :-1]
-    n = x.shape[1] // 4
-    tol = 1e-6 + (4 * n + 16) * float(np.finfo(np.float32).eps) * float(np.max(np.abs(big)))
-    assert np.max(np.abs(measured / np.asarray(CANONICAL.canonical_ratios) - 1)) <= tol
+    # Each ‖y_q‖₁ = r_q carries a relative error of a few eps32·‖z_q‖₁/r_q (see the
+    # containment test); a ratio adds the two. Measured over 4000 draws: at most 1.04 (MLX)
+    # and 1.6 (NumPy) eps32·(‖z_q‖₁/r_q + ‖z_{q+1}‖₁/r_{q+1}); 4× that is allowed.
+    z_l1 = _quarter_l1(o.wave_reference(big, profile)) / np.asarray(profile.radii)
+    tol = 4 * float(np.finfo(np.float32).eps) * (z_l1[:, 1:] + z_l1[:, :-1])
+    # The bound stays below geometric_drift's 1e-3 warn threshold: a drift the weekly
+    # check warns about fails here.
+    assert np.max(tol) < 1e-3
+    assert np.all(np.abs(measured / np.asarray(CANONICAL_RATIOS) - 1) <= tol)
 
 
 @settings(max_examples=25, deadline=None)
@@ -173,6 +186,15 @@ def test_ratio_drift_one_percent_off() -> None:
     bad = CANONICAL.replace(radii=(r[0], r[1] * 1.01, r[2], r[3]))
     drift = o.geometric_ratio_drift(bad, np.random.default_rng(0))
     assert drift == pytest.approx(0.01, abs=1e-4)
+
+
+def test_ratio_drift_is_measured_against_the_fixed_canonical_ratios() -> None:
+    """Radii scaled together keep zero drift; a 1 %-off radius drifts whatever else is set."""
+    r = CANONICAL.radii
+    scaled = CANONICAL.replace(radii=tuple(2 * v for v in r), base_radius=2.0)
+    assert o.geometric_ratio_drift(scaled, np.random.default_rng(0)) < 1e-5
+    bad = CANONICAL.replace(radii=(r[0], r[1] * 1.01, r[2], r[3]), base_radius=0.5)
+    assert o.geometric_ratio_drift(bad, np.random.default_rng(0)) == pytest.approx(0.01, abs=1e-4)
 
 
 def test_ratio_drift_canonical_is_tiny() -> None:
@@ -275,22 +297,50 @@ def test_batch_scale_drill_scales_rows_and_conservative_mode_streams_them(
     np.testing.assert_allclose(y, o.activate_reference(x, profile), atol=1e-5)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("knob", "expect_timeout"), [("crash", False), ("hang", True)])
-def test_crash_and_hang_drills_in_a_child(knob: str, expect_timeout: bool) -> None:
-    """crash aborts the child process; hang blocks it until the deadline kills it."""
+def _drill_child(knob: str, prelude: str = "") -> list[str]:
+    """argv of a child that runs the octahedron with the drill ``knob`` set."""
     code = (
-        "import numpy as np; from kernels import octahedron as o; "
+        f"{prelude}import numpy as np; from kernels import octahedron as o; "
         "from kernels.profile import canonical_profile as c; "
         f"o.activate_mlx(np.ones((2, 8), np.float32), c().replace(drill={{'{knob}': True}}))"
     )
+    return [sys.executable, "-c", code]
+
+
+@pytest.mark.slow
+def test_crash_drill_aborts_the_child() -> None:
+    """crash aborts the child process with SIGABRT."""
+    proc = subprocess.run(_drill_child("crash"), timeout=300, capture_output=True)
+    assert proc.returncode == -signal.SIGABRT
+
+
+@pytest.mark.slow
+def test_hang_drill_blocks_the_child_in_its_wait(tmp_path: Path) -> None:
+    """hang blocks the child inside the drill's wait: its own traceback dump shows it there."""
+    dump = tmp_path / "traceback.txt"
+    # The dump file gets its name only once the handler is registered (a rename keeps the
+    # open file): before that, SIGUSR1 would kill the child.
+    prelude = (
+        "import faulthandler, os, signal; "
+        f"dump = open({str(dump)!r} + '.tmp', 'w'); "
+        "faulthandler.register(signal.SIGUSR1, file=dump, all_threads=True); "
+        f"os.rename({str(dump)!r} + '.tmp', {str(dump)!r}); "
+    )
+    proc = subprocess.Popen(_drill_child("hang", prelude), stderr=subprocess.DEVNULL)
     try:
-        proc = subprocess.run([sys.executable, "-c", code], timeout=4, capture_output=True)
-    except subprocess.TimeoutExpired:
-        assert expect_timeout
-        return
-    assert not expect_timeout
-    assert proc.returncode < 0  # killed by SIGABRT
+
+        def blocked() -> bool:
+            if not dump.exists():
+                return False
+            proc.send_signal(signal.SIGUSR1)
+            text = dump.read_text()
+            return "in enter_drill" in text and "in wait" in text
+
+        wait_until(blocked, timeout=300, what="the child blocked in the hang drill")
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.mark.parametrize(

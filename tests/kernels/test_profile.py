@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from kernels.profile import (
+    CANONICAL_RATIOS,
     Profile,
     ProfileError,
     canonical_profile,
@@ -31,11 +32,9 @@ CANONICAL = canonical_profile()
 def test_canonical_defaults_follow_kernels_md() -> None:
     """The canonical profile has the radii, ratios, phases and wave of KERNELS.md."""
     assert CANONICAL.radii == (1.0, 1.125, 1.35, 1.51875)
-    assert CANONICAL.canonical_ratios == pytest.approx((9 / 8, 6 / 5, 9 / 8))
+    assert CANONICAL_RATIOS == (9 / 8, 6 / 5, 9 / 8)
     for q in range(3):
-        assert CANONICAL.radii[q + 1] / CANONICAL.radii[q] == pytest.approx(
-            CANONICAL.canonical_ratios[q]
-        )
+        assert CANONICAL.radii[q + 1] / CANONICAL.radii[q] == pytest.approx(CANONICAL_RATIOS[q])
     assert CANONICAL.phases == pytest.approx(tuple(q * math.pi / 4 for q in range(4)))
     assert (CANONICAL.amplitude, CANONICAL.frequency) == (0.1, 1.0)
     assert CANONICAL.biases == (0.0, 0.0, 0.0, 0.0)
@@ -56,6 +55,7 @@ def test_canonical_defaults_follow_kernels_md() -> None:
         ({"quantum_precision": "bfloat16"}, "quantum_precision"),
         ({"drill": {"explode": True}}, "drill"),
         ({"drill": {"slow_factor": 0.5}}, "slow_factor"),
+        ({"drill": {"slow_factor": 1.3}}, "slow_factor must be a whole number"),
         ({"drill": {"hang": 1}}, "hang"),
         ({"drill": {"batch_scale": 0}}, "batch_scale"),
     ],
@@ -150,6 +150,17 @@ def test_load_rejects_unknown_field(tmp_path: Path) -> None:
     doc["turbo"] = True
     _rewrite_json(folder, doc)
     with pytest.raises(ProfileError, match=r"profile\.json.*turbo"):
+        load_profile(folder)
+
+
+def test_canonical_ratios_are_not_a_profile_field(tmp_path: Path) -> None:
+    """The canonical ratios are fixed: neither settable on a profile nor accepted from a file."""
+    with pytest.raises(TypeError, match="canonical_ratios"):
+        CANONICAL.replace(canonical_ratios=(1.0, 1.0, 1.0))
+    folder, doc = _saved(tmp_path)
+    doc["canonical_ratios"] = [9 / 8, 6 / 5, 9 / 8]
+    _rewrite_json(folder, doc)
+    with pytest.raises(ProfileError, match=r"profile\.json.*unknown field.*canonical_ratios"):
         load_profile(folder)
 
 

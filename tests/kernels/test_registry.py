@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,18 @@ def test_batch_config_validates() -> None:
     """A batch config with an unknown mode is rejected."""
     with pytest.raises(ValueError, match="vectorization"):
         BatchConfig(name="x", rows=1, memory_limit_bytes=1, vectorization="turbo")
+
+
+def test_kernel_character_picks_a_known_calibration() -> None:
+    """Built-ins declare what bounds their speed; an unknown character is rejected by name."""
+    kernels = registry.builtin_kernels()
+    assert {name: k.character for name, k in kernels.items()} == {
+        "octahedron": "memory",
+        "fisher": "memory",
+        "quantum": "compute",
+    }
+    with pytest.raises(ValueError, match="character"):
+        dataclasses.replace(kernels["quantum"], character="gpu")
 
 
 @pytest.mark.parametrize("attribute", ["DOUBLER", "factory"])
