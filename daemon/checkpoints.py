@@ -273,10 +273,13 @@ class CheckpointStore:
 
     # --- prune -------------------------------------------------------------------------
 
-    def prune(self, *, keep_stable: int, keep_best: int) -> list[str]:
-        """Remove checkpoints outside the newest ``keep_stable`` stable ones and the best
-        ``keep_best`` by score; corrupt ones are kept for a person to look at. Returns the ids
-        removed."""
+    def prune(
+        self, *, keep_stable: int, keep_best: int, include_unstable: bool = False
+    ) -> list[str]:
+        """Remove stable checkpoints outside the newest ``keep_stable`` and the best
+        ``keep_best`` by score. Non-stable ones (forensic, manual) are evidence: they go only
+        when a person asks (``include_unstable``, and then only outside the best by score);
+        corrupt ones are always kept for a person to look at. Returns the ids removed."""
         good = [row.manifest for row in self.entries() if row.manifest is not None]
         stable = [m for m in good if m.stable]
         keep = {m.id for m in stable[-keep_stable:]} if keep_stable > 0 else set()
@@ -286,6 +289,8 @@ class CheckpointStore:
             reverse=True,
         )
         keep |= {m.id for m in scored[:keep_best]}
+        if not include_unstable:
+            keep |= {m.id for m in good if not m.stable}
         removed: list[str] = []
         for manifest in good:
             if manifest.id in keep:

@@ -2,31 +2,37 @@
 
 ``add_parsers(sub, common)`` adds the subcommands; each sets ``handler`` and is also listed
 in ``COMMANDS`` under the dotted name ``daemon.cli`` dispatches on. ``install(daemon)`` is
-the start hook that wires the engine, its tick hook and the ``skip_kernels`` options
-provider into ``kernelwatch run``. ``main(argv)`` runs these subcommands on their own.
+the start hook that wires the engine, the state lock, the request inbox, its tick hook and
+the ``skip_kernels`` options provider into ``kernelwatch run``. ``main(argv)`` runs these
+subcommands on their own.
 
-The CLI has no bus: ``recover`` runs the procedure through a local engine whose events are
-printed, and the daemon's profile watcher publishes the resulting ``ProfileChanged``;
-``resume`` clears the marks in the store and the daemon publishes ``KernelsResumed``.
+``recover`` and ``resume`` go through the running daemon (``daemon.control``: a request in
+its inbox, answered on its next tick), so their events reach its telemetry, metrics and
+alerts. With no daemon running they run locally under the state lock, through the same
+engine, and append their events to the telemetry JSONL themselves.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from daemon.bus import EventBus
 from daemon.checkpoints import CheckpointStore, restore
-from daemon.clock import SystemClock
+from daemon.clock import Clock, SystemClock
 from daemon.config import Config
+from daemon.control import Inbox, StateLock, ask_daemon, new_request
 from daemon.errors import RecoveryError
 from daemon.events import CheckpointCorrupt, Event, KernelsResumed
 from daemon.procedures import (
     ALL_KERNELS,
     KeyValueStore,
+    Procedure,
     aborted_kernels,
     load_procedures,
     resume_kernels,
@@ -54,11 +60,24 @@ def drill_settings(config: Config) -> DrillSettings:
     return config.drills
 
 
-def _print_event(event: Event) -> None:
-    record = event.to_record()
+def _print_record(record: dict[str, Any]) -> None:
     for key in ("schema", "seq", "host", "at"):
         record.pop(key, None)
     print(json.dumps(record, sort_keys=True))
+
+
+def _print_event(event: Event) -> None:
+    _print_record(event.to_record())
+
+
+def environment_fingerprint() -> str:
+    """The environment fingerprint's digest, or "" where it cannot be collected."""
+    try:
+        from checks.fingerprint import collect_fingerprint
+
+        return collect_fingerprint().digest()
+    except Exception:  # noqa: BLE001 - a fingerprint labels checkpoints; never a reason to fail
+        return ""
 
 
 # --- checkpoint ------------------------------------------------------------------------
@@ -102,7 +121,10 @@ def checkpoint_show(args: argparse.Namespace, _config: Config, state_dir: Path) 
 
 def checkpoint_create(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
     manifest = _checkpoints(state_dir).create(
-        read_active(state_dir), stable=bool(args.stable), reason=args.reason
+        read_active(state_dir),
+        stable=bool(args.stable),
+        reason=args.reason,
+        fingerprint=environment_fingerprint(),
     )
     print(manifest.id)
     return 0
@@ -125,7 +147,7 @@ def checkpoint_prune(args: argparse.Namespace, config: Config, state_dir: Path) 
     keep_stable = args.keep_stable if args.keep_stable is not None else settings.keep_stable
     keep_best = args.keep_best if args.keep_best is not None else settings.keep_best
     for checkpoint_id in _checkpoints(state_dir).prune(
-        keep_stable=keep_stable, keep_best=keep_best
+        keep_stable=keep_stable, keep_best=keep_best, include_unstable=bool(args.unstable)
     ):
         print(f"removed {checkpoint_id}")
     return 0
@@ -134,11 +156,35 @@ def checkpoint_prune(args: argparse.Namespace, config: Config, state_dir: Path) 
 # --- recover, resume, inject -----------------------------------------------------------
 
 
-def recover(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
-    """Run one procedure now through the engine; events are printed as JSON lines."""
-    from daemon.bus import EventBus
-    from daemon.recovery import InlineWorker, RecoveryEngine
+def _wait_s(args: argparse.Namespace, settings: RecoverySettings) -> float:
+    """How long to wait for the daemon: what a procedure and a stop command may take."""
+    given = getattr(args, "timeout", None)
+    return float(given) if given is not None else _default_wait_s(settings)
 
+
+def _default_wait_s(settings: RecoverySettings) -> float:
+    return settings.procedure_timeout_s + settings.stop_timeout_s + 60.0
+
+
+@contextlib.contextmanager
+def _local_bus(config: Config, state_dir: Path, clock: Clock) -> Iterator[EventBus]:
+    """A bus for a run without the daemon: events printed and appended to the telemetry."""
+    from daemon.telemetry import TelemetrySink, last_sequence
+
+    telemetry = StateLayout(state_dir).telemetry
+    sink = TelemetrySink(telemetry, config.telemetry, clock)
+    bus = EventBus(clock, first_seq=last_sequence(telemetry) + 1)
+    bus.subscribe("telemetry", sink)
+    bus.subscribe("print", _print_event)
+    try:
+        yield bus
+    finally:
+        sink.close()
+
+
+def recover(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
+    """Run one procedure now through the engine, the daemon's when one runs; the events of
+    the attempt are printed as JSON lines; exit 0 when it succeeded."""
     settings = recovery_settings(config)
     procedures = load_procedures(settings)
     if args.procedure not in procedures:
@@ -147,32 +193,78 @@ def recover(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
     layout = StateLayout(state_dir)
     layout.create()
     clock = SystemClock()
+    lock = StateLock(state_dir, "kernelwatch recover")
+    if not lock.try_acquire():
+        request = new_request("recover", procedure=args.procedure)
+        result = ask_daemon(state_dir, request, timeout_s=_wait_s(args, settings), clock=clock)
+        for record in result.get("events", []):
+            _print_record(dict(record))
+        if result.get("error"):
+            print(f"kernelwatch: {result['error']}", file=sys.stderr)
+        return 0 if result.get("ok") else EX_FAILED
+    try:
+        return _recover_locally(args.procedure, config, state_dir, procedures, clock)
+    finally:
+        lock.release()
+
+
+def _recover_locally(
+    procedure: str,
+    config: Config,
+    state_dir: Path,
+    procedures: Mapping[str, Procedure],
+    clock: Clock,
+) -> int:
+    from daemon.recovery import InlineWorker, RecoveryEngine
+
     outcome: list[str] = []
-    with StateStore.open(layout.database) as store:
-        bus = EventBus(clock)
-        bus.subscribe("print", _print_event)
+    with (
+        StateStore.open(StateLayout(state_dir).database) as store,
+        _local_bus(config, state_dir, clock) as bus,
+    ):
         bus.subscribe("outcome", lambda e: outcome.append(e.type_name))
         engine = RecoveryEngine(
             bus=bus,
             clock=clock,
             store=store,
             state_dir=state_dir,
-            settings=settings,
+            settings=recovery_settings(config),
             procedures=procedures,
             enqueue=lambda *_a: None,  # the daemon's watcher re-checks a changed profile
             tiers=dict,
             worker=InlineWorker(),
+            fingerprint=environment_fingerprint(),
             watch_profile=False,
         )
-        engine.run_manual(args.procedure)
+        engine.run_manual(procedure)
     return 0 if "RecoverySucceeded" in outcome else EX_FAILED
 
 
-def resume(args: argparse.Namespace, _config: Config, state_dir: Path) -> int:
+def resume(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
+    """Let aborted kernels run again, through the daemon when one runs (KernelsResumed)."""
     layout = StateLayout(state_dir)
     layout.create()
-    with StateStore.open(layout.database) as store:
-        resumed = resume_kernels(store, tuple(args.kernels))
+    clock = SystemClock()
+    kernels = tuple(args.kernels)
+    lock = StateLock(state_dir, "kernelwatch resume")
+    if not lock.try_acquire():
+        request = new_request("resume", kernels=kernels)
+        settings = recovery_settings(config)
+        result = ask_daemon(state_dir, request, timeout_s=_wait_s(args, settings), clock=clock)
+        if not result.get("ok"):
+            print(f"kernelwatch: {result.get('error', 'resume failed')}", file=sys.stderr)
+            return EX_FAILED
+        resumed = tuple(str(k) for k in result.get("resumed", []))
+    else:
+        try:
+            with StateStore.open(layout.database) as store:
+                resumed = resume_kernels(store, kernels)
+            if resumed:
+                with _local_bus(config, state_dir, clock) as bus:
+                    bus.unsubscribe("print")
+                    bus.publish(KernelsResumed(kernels=tuple(sorted(resumed))))
+        finally:
+            lock.release()
     print("resumed: " + (", ".join(resumed) or "nothing was aborted"))
     return 0
 
@@ -230,13 +322,22 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     c = csub.add_parser("prune", parents=[common], help="keep newest N stable and best K")
     c.add_argument("--keep-stable", type=int)
     c.add_argument("--keep-best", type=int)
+    c.add_argument(
+        "--unstable",
+        action="store_true",
+        help="also remove non-stable (forensic, manual) checkpoints outside the best K",
+    )
     c.set_defaults(handler=checkpoint_prune)
 
+    wait = "seconds to wait for the running daemon's answer (default: procedure_timeout_s "
+    wait += "+ stop_timeout_s + 60)"
     p = sub.add_parser("recover", parents=[common], help="run a recovery procedure now")
     p.add_argument("procedure")
+    p.add_argument("--timeout", type=float, help=wait)
     p.set_defaults(handler=recover)
     p = sub.add_parser("resume", parents=[common], help="let aborted kernels run again")
     p.add_argument("kernels", nargs="*", metavar="KERNEL", help="default: all")
+    p.add_argument("--timeout", type=float, help=wait)
     p.set_defaults(handler=resume)
     p = sub.add_parser("inject", parents=[common], help="corrupt the active profile (drill)")
     p.add_argument("fault", choices=sorted(FAULTS))
@@ -267,19 +368,18 @@ def skip_kernels_provider(store: KeyValueStore) -> Callable[[str, str], dict[str
 
 
 def install(daemon: Daemon) -> None:
-    """Start hook of ``kernelwatch run``: the engine, its tick hook, the options provider."""
-    from daemon.recovery import RecoveryEngine
+    """Start hook of ``kernelwatch run``: the state lock, the engine, the request inbox, the
+    tick hook (engine, inbox, resumed kernels) and the options provider."""
+    from daemon.recovery import RecoveryEngine, pending_attempts
 
     settings = recovery_settings(daemon.config)
     root = daemon.layout.root
+    # Held for the daemon's life; a local `recover`/`resume` holding it ends within this.
+    lock = StateLock(root, "kernelwatch run")
+    lock.acquire(timeout_s=_default_wait_s(settings), clock=daemon.clock)
+    daemon.state_lock = lock  # type: ignore[attr-defined]
     if not active_exists(root):
         write_active(root, canonical_profile(), "initial")
-    try:
-        from checks.fingerprint import collect_fingerprint
-
-        fingerprint = collect_fingerprint().digest()
-    except Exception:  # noqa: BLE001 - a fingerprint labels checkpoints; never a reason not to start
-        fingerprint = ""
 
     def tiers() -> dict[str, tuple[str, ...]]:
         return {name: t.checks for name, t in daemon.config.tiers.items() if t.enabled}
@@ -295,8 +395,17 @@ def install(daemon: Daemon) -> None:
         tiers=tiers,
         rules=lambda: daemon.config.rules,
         open_series=daemon.evaluator.open_series,
-        fingerprint=fingerprint,
+        fingerprint=environment_fingerprint(),
     )
+    # The inbox hears the outcome of a request resumed by engine.start(): subscribe it first.
+    inbox = Inbox(
+        root,
+        clock=daemon.clock,
+        recover=lambda procedure, attempt_id: engine.run_manual(procedure, attempt_id=attempt_id),
+        resume=lambda kernels: resume_kernels(daemon.store, kernels),
+        pending=pending_attempts(daemon.store),
+    )
+    daemon.bus.subscribe("control", inbox)
     daemon.bus.subscribe("recovery", engine)
     daemon.recovery = engine  # type: ignore[attr-defined]
     engine.start()
@@ -306,6 +415,8 @@ def install(daemon: Daemon) -> None:
     def on_tick() -> None:
         nonlocal seen
         engine.tick()
+        inbox.tick()
+        # Marks cleared by a resume request (or by hand) are published once, here.
         now = set(aborted_kernels(daemon.store))
         if seen - now:
             daemon.bus.publish(KernelsResumed(kernels=tuple(sorted(seen - now))))

@@ -8,7 +8,8 @@ A non-finite value counts as a critical breach: a broken measurement must not lo
 
 The evaluator returns events; it never publishes them. Its state is written to the
 ``StateStore`` after every evaluation, so hysteresis counters and open issues survive a
-restart.
+restart. Each series also remembers the tier and check that last measured it: an issue the
+recovery engine learns of only after a restart must still be verified by that check.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ class SeriesState:
     breaches: int = 0
     passes: int = 0
     open_level: str | None = None
+    # The tier and check of the last run that measured the series ("" in state written
+    # before they were kept; the next run of the check fills them in).
+    tier: str = ""
+    check: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +65,8 @@ class SeriesState:
             "breaches": self.breaches,
             "passes": self.passes,
             "open_level": self.open_level,
+            "tier": self.tier,
+            "check": self.check,
         }
 
 
@@ -131,7 +138,9 @@ class Evaluator:
         return counts
 
     def open_series(self) -> list[SeriesState]:
-        return [s for s in self._series.values() if s.open_level is not None]
+        """Open series; safe to call from another thread (the recovery engine's)."""
+        # list() copies in one step: iterating the live dict could meet an insertion.
+        return [s for s in list(self._series.values()) if s.open_level is not None]
 
     def evaluate(
         self,
@@ -196,6 +205,8 @@ class Evaluator:
             identity = {k: v for k, v in measurement.labels.items() if k not in VOLATILE_LABELS}
             state = SeriesState(rule.name, rule.issue, rule.measurement, identity)
             self._series[key] = state
+        if tier and check:
+            state.tier, state.check = tier, check
         labels = dict(measurement.labels)
         if level is None:
             state.breaches = 0

@@ -32,6 +32,8 @@ File format::
     expect_procedures = ["activate_geometric_stabilization"]
     expect_counts = { EmergencyAborted = 0 }
 
+Every test needs at least one expectation (``expect_events = []`` asserts that nothing
+fires); one without any is an error naming it, since it would pass whatever happened.
 Event tokens are ``Type:detail``; the detail is the issue (Threshold*, EmergencyAborted),
 the procedure (Recovery*), the reason (RecoverySkipped) or the mode (ModeRestored).
 ``expect_events`` must equal the whole stream of those types. Runs queued by the engine
@@ -417,7 +419,18 @@ def run_file(path: Path) -> list[Result]:
         raise PolicyTestError(f"{path}: {exc}") from exc
     _known(doc, _TOP_KEYS, str(path))
     for i, test in enumerate(doc.get("tests", [])):
-        _known(test, _TEST_KEYS, f"{path}: tests[{i}]")
+        where = f"{path}: tests[{i}] ({test.get('name', '?')!r})"
+        _known(test, _TEST_KEYS, where)
+        for j, inp in enumerate(test.get("input", [])):
+            _known(inp, _INPUT_KEYS, f"{where}: input[{j}]")
+        # An entry that expects nothing passes whatever the policy does: a test that cannot fail.
+        if not (
+            "expect_events" in test or "expect_procedures" in test or test.get("expect_counts")
+        ):
+            raise PolicyTestError(
+                f"{where}: no expectations (give expect_events, expect_procedures or "
+                "expect_counts; expect_events = [] asserts that nothing fires)"
+            )
     rules = _rules(doc, str(path))
     settings = _settings(doc, str(path))
     results: list[Result] = []

@@ -31,11 +31,12 @@ from daemon.errors import RecoveryError, RegistryError, StateError
 from daemon.events import CheckpointCorrupt, EmergencyAborted, Event
 from daemon.profile_store import read_active, write_active
 from daemon.recovery_config import CommandProcedureSettings, RecoverySettings
-from kernels.profile import Profile, canonical_profile
+from kernels.profile import CANONICAL_RATIOS, Profile, canonical_profile
 
 ENTRY_POINT_GROUP: Final = "kernelwatch.procedures"
 NAMESPACE: Final = "recovery"
 ABORTED_NAMESPACE: Final = "recovery.aborted"
+ABORT_STEPS_NAMESPACE: Final = "recovery.abort"
 CONSERVATIVE_KEY: Final = "conservative_mode"
 ALL_KERNELS: Final = "*"
 
@@ -145,9 +146,10 @@ def leave_conservative_mode(state_dir: Path, store: KeyValueStore) -> str | None
 
 
 def stabilized(profile: Profile) -> Profile:
-    """Quarter radii re-derived from the canonical ratios and base radius, canonical phases."""
+    """Quarter radii re-derived from the fixed canonical ratios (KERNELS.md, never the
+    profile's) and the base radius, canonical phases."""
     radii = [profile.base_radius]
-    for ratio in profile.canonical_ratios:
+    for ratio in CANONICAL_RATIOS:
         radii.append(radii[-1] * ratio)
     return profile.replace(radii=tuple(radii), phases=canonical_profile().phases)
 
@@ -274,26 +276,33 @@ def resume_kernels(store: KeyValueStore, kernels: tuple[str, ...] = ()) -> tuple
 @final
 class EmergencyAbort:
     """Forensic checkpoint, the dependent service's stop command, kernels marked aborted, and
-    ``EmergencyAborted`` (which pages through Alertmanager)."""
+    ``EmergencyAborted`` (which pages through Alertmanager).
+
+    Idempotent across a crash: each step is recorded in the store under the attempt id
+    (namespace ``recovery.abort``), and a re-run after a restart skips what was done. The
+    stop command is recorded as started before it runs; one that was started but never
+    reported (the daemon died meanwhile) is not run again, and the abort reports its exit
+    as unknown (None) and fails, so a person checks the service.
+    """
 
     name = "emergency_abort"
 
     def run(self, ctx: ProcedureContext) -> ProcedureOutcome:
-        checkpoint_id = ""
-        try:
-            manifest = ctx.checkpoints.create(
-                read_active(ctx.state_dir),
-                stable=False,
-                reason=f"forensic:{ctx.issue}",
-                fingerprint=ctx.fingerprint,
-            )
-            checkpoint_id = manifest.id
-        except (StateError, OSError) as exc:
-            # Forensics are best effort: the abort itself must still happen.
-            checkpoint_id = f"failed: {exc}"
+        steps = _AbortSteps(ctx)
+        if "checkpoint_id" not in steps.done:
+            steps.mark(checkpoint_id=self._forensic(ctx))
+        checkpoint_id = str(steps.done["checkpoint_id"])
         exit_code: int | None = None
+        interrupted = False
         if ctx.settings.stop_command:
-            exit_code = run_command(ctx.settings.stop_command, ctx.settings.stop_timeout_s)
+            stop = steps.done.get("stop")
+            if stop is None:
+                steps.mark(stop="started")
+                exit_code = run_command(ctx.settings.stop_command, ctx.settings.stop_timeout_s)
+                steps.mark(stop="done", stop_exit=exit_code)
+            else:
+                exit_code = steps.done.get("stop_exit")
+                interrupted = stop != "done"
         kernel = ctx.labels.get("kernel")
         kernels = (kernel,) if kernel else (ALL_KERNELS,)
         for name in kernels:
@@ -302,17 +311,59 @@ class EmergencyAbort:
                 name,
                 {"issue": ctx.issue, "at": ctx.clock.now().isoformat(), "attempt": ctx.attempt_id},
             )
-        ctx.publish(
-            EmergencyAborted(
-                issue=ctx.issue,
-                kernels=kernels,
-                checkpoint_id=checkpoint_id,
-                stop_command_exit=exit_code,
+        if not steps.done.get("published"):
+            ctx.publish(
+                EmergencyAborted(
+                    issue=ctx.issue,
+                    kernels=kernels,
+                    checkpoint_id=checkpoint_id,
+                    stop_command_exit=exit_code,
+                )
             )
-        )
+            steps.mark(published=True)
         ok = not ctx.settings.stop_command or exit_code == 0
-        detail = f"kernels {', '.join(kernels)} aborted; stop command exit {exit_code}"
-        return ProcedureOutcome(ok, detail)
+        stop_said = (
+            "stop command interrupted by a restart, not run again: check the service"
+            if interrupted
+            else f"stop command exit {exit_code}"
+        )
+        return ProcedureOutcome(ok, f"kernels {', '.join(kernels)} aborted; {stop_said}")
+
+    @staticmethod
+    def _forensic(ctx: ProcedureContext) -> str:
+        """The forensic checkpoint of this attempt: the one a crashed run made, or a new one."""
+        reason = f"forensic:{ctx.issue}" + (f":{ctx.attempt_id}" if ctx.attempt_id else "")
+        try:
+            if ctx.attempt_id:
+                for row in ctx.checkpoints.entries():
+                    if row.manifest is not None and row.manifest.reason == reason:
+                        return row.id
+            manifest = ctx.checkpoints.create(
+                read_active(ctx.state_dir),
+                stable=False,
+                reason=reason,
+                fingerprint=ctx.fingerprint,
+            )
+        except (StateError, OSError) as exc:
+            # Forensics are best effort: the abort itself must still happen.
+            return f"failed: {exc}"
+        return manifest.id
+
+
+@final
+class _AbortSteps:
+    """The steps of one emergency abort already done, kept in the store by attempt id."""
+
+    def __init__(self, ctx: ProcedureContext) -> None:
+        self._ctx = ctx
+        key = ctx.attempt_id
+        saved = ctx.store.get_json(ABORT_STEPS_NAMESPACE, key) if key else None
+        self.done: dict[str, Any] = dict(saved) if isinstance(saved, dict) else {}
+
+    def mark(self, **steps: Any) -> None:
+        self.done.update(steps)
+        if self._ctx.attempt_id:  # without an id (a bare call) there is no re-run to guard
+            self._ctx.store.put_json(ABORT_STEPS_NAMESPACE, self._ctx.attempt_id, self.done)
 
 
 @final

@@ -9,16 +9,20 @@ or an ``ok`` ``CheckEvaluated`` gives ``RecoverySucceeded``, anything else
 ``max_attempts`` within ``window_s`` escalate once to ``escalate_to`` (default
 emergency_abort) and later crossings get ``RecoverySkipped(reason="escalated")`` until the
 issue clears. ``alert_only_after`` attempts in a window stop repairs without escalating.
+Every repair is verified: an open issue whose tier and check are unknown (neither we nor
+the evaluator recorded them) is not repaired but skipped (``reason="unverifiable"``) until
+a run of its check names them. Only escalations and manual runs go unverified.
 
 Everything that must survive ``kill -9`` is in the store, namespace ``recovery``: per issue
 (open series, attempt times, last attempt, escalated) and per pending attempt (phase
 ``running`` or ``verifying``). The worker writes an attempt before running its procedure,
 so a restart counts it once, re-runs an interrupted (idempotent) procedure, and re-queues a
-lost verification. The engine also tracks which tiers passed since the last profile change
-and checkpoints a profile that passed them all as *stable*; ``tick`` polls the active
-profile and answers a change with ``ProfileChanged`` and weekly, monthly and daily runs at
-once: a deployment that breaks the geometry, the quantum path, or makes kernels slow or
-memory-hungry is caught in minutes, not at the next window.
+lost verification. The engine also tracks which of the ``checkpoint_tiers`` passed since the
+last profile change and checkpoints a profile that passed them all as *stable*; ``tick``
+polls the active profile and answers a change with ``ProfileChanged`` and weekly, monthly
+and daily runs (plus any other checkpoint tier) at once: a deployment that breaks the
+geometry, the quantum path, or makes kernels slow or memory-hungry is caught in minutes, not
+at the next window, and a good profile is checkpointed as soon as those runs pass.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import collections
 import contextlib
 import functools
 import json
-import queue
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -73,6 +76,9 @@ from daemon.procedures import (
 )
 from daemon.profile_store import ProfileWatcher, read_active
 from daemon.recovery_config import IssuePolicy, RecoverySettings
+from daemon.workers import InlineWorker as InlineWorker  # re-exported: tests, policy tests
+from daemon.workers import ThreadWorker as ThreadWorker
+from daemon.workers import Worker as Worker
 
 log = structlog.get_logger("kernelwatch.recovery")
 
@@ -85,70 +91,6 @@ Enqueue = Callable[[str, str, datetime, "datetime | None", tuple[str, ...]], "st
 
 class Publisher(Protocol):
     def publish(self, event: Event) -> Event: ...
-
-
-class Worker(Protocol):
-    """Where procedures run: a thread in the daemon, inline in tests and policy tests."""
-
-    def submit(self, job: Callable[[], None]) -> None: ...
-
-    def drain(self, timeout_s: float = 30.0) -> bool: ...
-
-    def close(self) -> None: ...
-
-
-@final
-class ThreadWorker:
-    """One daemon thread running jobs in order; a job that raises is logged, never fatal."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="kernelwatch-recovery", daemon=True)
-        self._thread.start()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        self._jobs.put(job)
-
-    def _loop(self) -> None:
-        while True:
-            job = self._jobs.get()
-            try:
-                if job is None:
-                    return
-                job()
-            except Exception:  # a broken job must not kill the recovery thread
-                log.exception("recovery_job_failed")
-            finally:
-                self._jobs.task_done()
-
-    def drain(self, timeout_s: float = 30.0) -> bool:
-        """Wait until every submitted job has finished (tests and shutdown)."""
-        done = threading.Event()
-
-        def waiter() -> None:
-            self._jobs.join()
-            done.set()
-
-        threading.Thread(target=waiter, daemon=True).start()
-        return done.wait(timeout_s)
-
-    def close(self) -> None:
-        self._jobs.put(None)
-        self._thread.join(timeout=5.0)
-
-
-@final
-class InlineWorker:
-    """Runs each job at once on the caller's thread (deterministic tests, policy tests)."""
-
-    def submit(self, job: Callable[[], None]) -> None:
-        job()
-
-    def drain(self, timeout_s: float = 30.0) -> bool:
-        return True
-
-    def close(self) -> None:
-        return None
 
 
 @dataclass(slots=True)
@@ -187,6 +129,24 @@ def _series_key(e: ThresholdCrossed | ThresholdCleared) -> str:
 
 def _rule_matches(rule: Rule, m: Measurement) -> bool:
     return rule.measurement == m.name and all(m.labels.get(k) == v for k, v in rule.labels.items())
+
+
+def _tier_check_of(s: Any) -> tuple[str, str]:
+    """The tier and check of an evaluator series; check_unhealthy's labels name them too."""
+    tier = str(getattr(s, "tier", "") or s.labels.get("tier", ""))
+    check = str(getattr(s, "check", "") or s.labels.get("check", ""))
+    return tier, check
+
+
+def _verifiable(series: Mapping[str, Any]) -> bool:
+    return bool(series.get("tier") and series.get("check"))
+
+
+def pending_attempts(store: KeyValueStore) -> tuple[str, ...]:
+    """The ids of the attempts a restart will resume (between RecoveryStarted and verdict)."""
+    return tuple(
+        key.partition(":")[2] for key in store.items(NAMESPACE) if key.startswith("pending:")
+    )
 
 
 @final
@@ -282,20 +242,15 @@ class RecoveryEngine:
                     self._profile.update(raw)
             if self._watcher is not None:
                 self._watcher.last_id = str(self._profile.get("profile_id", ""))
-            # Series the evaluator holds open (persisted by it) that we have not heard of,
-            # e.g. a crash between ThresholdCrossed and our first write.
-            for s in self._open_series():
+            # Series the evaluator holds open (persisted by it, with the tier and check that
+            # measured them) that we have not heard of, e.g. a crash between ThresholdCrossed
+            # and our first write.
+            for key, s in self._evaluator_series().items():
                 if s.issue in self.settings.policy:
                     st = self._issues.setdefault(s.issue, IssueState())
-                    key = s.rule + "|" + json.dumps(s.labels, sort_keys=True, separators=(",", ":"))
-                    st.series.setdefault(
-                        key,
-                        {
-                            "tier": s.labels.get("tier", ""),
-                            "check": s.labels.get("check", ""),
-                            "labels": dict(s.labels),
-                        },
-                    )
+                    series = st.series.setdefault(key, {"labels": dict(s.labels)})
+                    if not (series.get("tier") and series.get("check")):
+                        series["tier"], series["check"] = _tier_check_of(s)
             resumed = list(self._pending.values())
         for p in resumed:
             log.info("recovery_resumed", attempt_id=p.attempt_id, phase=p.phase)
@@ -450,19 +405,44 @@ class RecoveryEngine:
                 if loud:
                     self._skip(issue, policy.procedure, "cooldown", True)
                 return
-        series = source
-        first = next(iter(st.series.values()))
+        if source is not None:
+            tier, check, labels = source.tier, source.check, dict(source.labels)
+        else:
+            target = self._verifiable_series(st)
+            if target is None:
+                # Repairing without a check to verify it would count a guess as a success.
+                self._skip(issue, policy.procedure, "unverifiable", loud)
+                return
+            tier, check = str(target["tier"]), str(target["check"])
+            labels = dict(target.get("labels", {}))
         self._begin(
             issue,
             policy.procedure,
-            tier=series.tier if series else str(first.get("tier", "")),
-            check=series.check if series else str(first.get("check", "")),
-            labels=dict(series.labels) if series else dict(first.get("labels", {})),
-            trigger_run_id=series.run_id if series else "",
+            tier=tier,
+            check=check,
+            labels=labels,
+            trigger_run_id=source.run_id if source is not None else "",
             attempt=len(recent) + 1,
             trigger=trigger,
             verify=True,
         )
+
+    def _evaluator_series(self) -> dict[str, Any]:
+        """The evaluator's open series by our series key."""
+        return {
+            s.rule + "|" + json.dumps(s.labels, sort_keys=True, separators=(",", ":")): s
+            for s in self._open_series()
+        }
+
+    def _verifiable_series(self, st: IssueState) -> dict[str, Any] | None:
+        """Under the lock: an open series whose tier and check are known; blanks are filled
+        from the evaluator, which learns them at the check's next run."""
+        if not any(_verifiable(s) for s in st.series.values()):
+            known = self._evaluator_series()
+            for key, series in st.series.items():
+                if key in known:
+                    series["tier"], series["check"] = _tier_check_of(known[key])
+        return next((s for s in st.series.values() if _verifiable(s)), None)
 
     def _escalate(self, issue: str, policy: IssuePolicy, attempts: int) -> None:
         st = self._issues[issue]
@@ -507,7 +487,7 @@ class RecoveryEngine:
             check=check,
             labels=labels,
             attempt=attempt,
-            verify=verify and bool(tier and check),
+            verify=verify,
             trigger_run_id=trigger_run_id,
         )
         self._pending[p.attempt_id] = p
@@ -699,12 +679,18 @@ class RecoveryEngine:
         self._after()
         if change.previous_id == "" and change.cause == "initial":
             return  # the first profile written at install: nothing to re-check yet
+        for tier in self.profile_change_tiers():
+            self._enqueue(tier, "profile_change", self._clock.now(), None, ())
+
+    def profile_change_tiers(self) -> list[str]:
+        """What a profile change queues: weekly, monthly, daily, then any other tier a stable
+        checkpoint needs, so a good profile is checkpointed after these runs, not months later."""
         tiers = self._tiers()
-        for tier in PROFILE_CHANGE_TIERS:
-            if tier in tiers:
-                self._enqueue(tier, "profile_change", self._clock.now(), None, ())
+        extra = [t for t in self._required_tiers() if t not in PROFILE_CHANGE_TIERS]
+        return [t for t in (*PROFILE_CHANGE_TIERS, *extra) if t in tiers]
 
     def _required_tiers(self) -> dict[str, tuple[str, ...]]:
+        """The enabled ``checkpoint_tiers`` with checks (every enabled tier when empty)."""
         tiers = {t: c for t, c in self._tiers().items() if c}
         if self.settings.checkpoint_tiers:
             tiers = {t: c for t, c in tiers.items() if t in self.settings.checkpoint_tiers}
@@ -728,14 +714,21 @@ class RecoveryEngine:
             self._save_profile()
             score = self._profile.get("margin")
             tiers = tuple(required)
-            self._submit(lambda: self._checkpoint_stable(tiers, score))
+            passed_id = str(self._profile.get("profile_id", ""))
+            self._submit(lambda: self._checkpoint_stable(passed_id, tiers, score))
 
-    def _checkpoint_stable(self, tiers: tuple[str, ...], score: float | None) -> None:
+    def _checkpoint_stable(
+        self, passed_id: str, tiers: tuple[str, ...], score: float | None
+    ) -> None:
         profile = read_active(self._state_dir)
+        if passed_id and profile.profile_id != passed_id:
+            # Changed since it passed: the new profile has passed nothing yet.
+            log.info("stable_checkpoint_skipped", passed=passed_id, active=profile.profile_id)
+            return
         manifest = self.checkpoints.create(  # the worker thread: I/O off the bus
             profile,
             stable=True,
-            reason="passed every tier",
+            reason="passed " + ", ".join(tiers),
             tiers_passed=tiers,
             score=score,
             fingerprint=self._fingerprint,
@@ -775,12 +768,15 @@ class RecoveryEngine:
 
     # --- manual runs -------------------------------------------------------------------
 
-    def run_manual(self, procedure: str, issue: str = "manual") -> str:
+    def run_manual(
+        self, procedure: str, issue: str = "manual", attempt_id: str | None = None
+    ) -> str:
         """Run ``procedure`` through the engine (``kernelwatch recover``); returns the attempt
-        id. Manual runs are not verified and do not count against any issue's attempts."""
+        id (``attempt_id`` when given: a control request's id). Manual runs are not verified
+        and do not count against any issue's attempts."""
         with self._lock:
             p = Pending(
-                attempt_id=uuid.uuid4().hex[:12],
+                attempt_id=attempt_id or uuid.uuid4().hex[:12],
                 issue=issue,
                 procedure=procedure,
                 tier="",

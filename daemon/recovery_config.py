@@ -21,6 +21,9 @@ BUILTIN_PROCEDURES: Final = (
     "optimize_memory_patterns",
     "emergency_abort",
 )
+# The tiers that judge a profile; quarterly is a benchmark report, not a verdict on it.
+DEFAULT_CHECKPOINT_TIERS: Final = ("daily", "weekly", "monthly")
+_TIERS: Final = ("daily", "weekly", "monthly", "quarterly")  # daemon.config.TIER_ORDER
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,8 +83,9 @@ class RecoverySettings:
     compile_batch_rows: tuple[int, ...] = (256, 512, 1024)
     qfi_cache_size: int = 256
     procedure_timeout_s: float = 300.0
-    # Tiers a profile must pass to be checkpointed as stable; empty means every enabled tier.
-    checkpoint_tiers: tuple[str, ...] = ()
+    # Tiers a profile must pass (those of them enabled) to be checkpointed as stable; a
+    # profile change queues them all. Empty means every enabled tier, quarterly included.
+    checkpoint_tiers: tuple[str, ...] = DEFAULT_CHECKPOINT_TIERS
     # Checkpoint pruning: keep the newest N stable ones and the best K by health score.
     keep_stable: int = 5
     keep_best: int = 3
@@ -125,6 +129,13 @@ def validate_recovery(settings: RecoverySettings, source: str = "<embedded>") ->
         raise ConfigError("must be >= 1", source=source, key="recovery.keep_stable")
     if settings.keep_best < 0:
         raise ConfigError("must be >= 0", source=source, key="recovery.keep_best")
+    for tier in settings.checkpoint_tiers:
+        if tier not in _TIERS:
+            raise ConfigError(
+                f"unknown tier {tier!r} (known: {', '.join(_TIERS)})",
+                source=source,
+                key="recovery.checkpoint_tiers",
+            )
     for rows in settings.compile_batch_rows:
         positive("recovery.compile_batch_rows", rows)
     for name, proc in settings.procedures.items():

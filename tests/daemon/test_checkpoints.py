@@ -121,3 +121,40 @@ def test_prune_keeps_newest_stable_and_best_scores(
     removed = store.prune(keep_stable=2, keep_best=1)
     assert sorted(removed) == sorted([made[1].id, made[2].id])
     assert store.ids() == [made[0].id, made[3].id, made[4].id]
+
+
+def test_prune_keeps_forensic_and_manual_checkpoints_unless_asked(
+    store: CheckpointStore, clock: FakeClock
+) -> None:
+    """Automatic pruning never removes non-stable (forensic, manual) checkpoints; a person
+    asking for it (``include_unstable``) does."""
+    forensic = store.create(canonical_profile(), stable=False, reason="forensic:coherence_loss")
+    clock.advance(10)
+    manual = store.create(canonical_profile().replace(amplitude=0.2), stable=False, reason="m")
+    for i in range(3):
+        clock.advance(10)
+        store.create(
+            canonical_profile().replace(amplitude=0.3 + i / 100), stable=True, reason="t", score=i
+        )
+    removed = store.prune(keep_stable=1, keep_best=0)
+    assert len(removed) == 2
+    assert {forensic.id, manual.id} <= set(store.ids())
+    assert sorted(store.prune(keep_stable=1, keep_best=0, include_unstable=True)) == sorted(
+        [forensic.id, manual.id]
+    )
+    assert len(store.ids()) == 1
+
+
+def test_checkpoint_create_records_the_environment_fingerprint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kernelwatch checkpoint create` writes the machine's fingerprint into the manifest."""
+    from checks.fingerprint import collect_fingerprint
+    from daemon.cli_recovery import main
+
+    state = tmp_path / "state"
+    assert main(["checkpoint", "create", "--state-dir", str(state), "--reason", "by hand"]) == 0
+    checkpoint_id = capsys.readouterr().out.strip()
+    manifest = CheckpointStore(state / "checkpoints").verify(checkpoint_id)
+    assert manifest.fingerprint == collect_fingerprint().digest()
+    assert manifest.fingerprint

@@ -164,3 +164,23 @@ def test_removed_rules_drop_their_state() -> None:
     ev.set_rules([CACHE])
     assert ev.open_issues() == {}
     assert store.items("evaluator") == {}
+
+
+def test_open_series_remember_their_tier_and_check_across_a_restart() -> None:
+    """An open series names the tier and check that measured it, after a restart too."""
+    store = MemoryStore()
+    run(Evaluator([DRIFT], store), 0.002, 0.002)
+    (series,) = Evaluator([DRIFT], store).open_series()
+    assert (series.issue, series.tier, series.check) == ("geometric_drift", "weekly", "geometry")
+
+
+def test_series_saved_without_tier_and_check_learn_them_at_the_next_run() -> None:
+    """State written before tier and check were kept loads, and the next run fills them in."""
+    store = MemoryStore()
+    run(Evaluator([DRIFT], store), 0.002, 0.002)
+    for doc in store.data["evaluator"].values():
+        del doc["tier"], doc["check"]
+    ev = Evaluator([DRIFT], store)
+    assert [(s.tier, s.check) for s in ev.open_series()] == [("", "")]
+    run(ev, 0.002)
+    assert [(s.tier, s.check) for s in ev.open_series()] == [("weekly", "geometry")]

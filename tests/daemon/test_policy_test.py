@@ -91,3 +91,19 @@ def test_malformed_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     path.write_text('[[tests]]\nname = "t"\n[[tests.input]]\ntier = "weekly"\n')
     assert main(["policy", "test", str(path)]) == 1
     assert "ERROR" in capsys.readouterr().out
+
+
+def test_a_test_without_expectations_is_an_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A test that expects nothing would pass whatever fired: an error that names it, exit 1."""
+    path = tmp_path / "empty.toml"
+    path.write_text(
+        '[[tests]]\nname = "asserts nothing"\nexpect_counts = {}\n[[tests.input]]\n'
+        'tier = "weekly"\ncheck = "geometry"\nmeasurement = "geometric_ratio_drift_ratio"\n'
+        'values = "0 0.002"\n'
+    )
+    assert main(["policy", "test", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "ERROR" in out
+    assert "tests[0] ('asserts nothing'): no expectations" in out

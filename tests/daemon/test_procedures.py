@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -202,3 +205,92 @@ def test_the_daemon_side_never_imports_mlx() -> None:
         "daemon.policy_test, daemon.cli_recovery; sys.exit('mlx' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# Runs one emergency abort in a child, as the daemon's worker would: argv[1] is JSON
+# {state_dir, stop_command}. The stop command kills this child: kill -9 mid-procedure.
+_ABORT_IN_A_CHILD = """
+import json, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from daemon.checkpoints import CheckpointStore
+from daemon.clock import FakeClock
+from daemon.procedures import EmergencyAbort, ProcedureContext
+from daemon.recovery_config import RecoverySettings
+from daemon.store import StateStore
+args = json.loads(sys.argv[1])
+state = Path(args["state_dir"])
+clock = FakeClock(datetime(2026, 1, 4, tzinfo=UTC))
+store = StateStore.open(state / "state.sqlite3")
+ctx = ProcedureContext(
+    state_dir=state,
+    settings=RecoverySettings(stop_command=tuple(args["stop_command"])),
+    clock=clock,
+    store=store,
+    checkpoints=CheckpointStore(state / "checkpoints", clock),
+    publish=lambda e: print(e.type_name, flush=True),
+    issue="coherence_loss",
+    attempt_id="a1",
+)
+EmergencyAbort().run(ctx)
+"""
+
+
+def test_emergency_abort_rerun_after_kill_9_does_not_repeat_the_stop_command(
+    tmp_path: Path, store: StateStore
+) -> None:
+    """kill -9 once the stop command ran, then the restart's re-run: the stop command ran
+    once, one forensic checkpoint, one EmergencyAborted, and the outcome says why."""
+    marker = tmp_path / "stopped.txt"
+    stop = tmp_path / "stop.py"
+    stop.write_text(
+        "import os, signal\n"
+        f"open({str(marker)!r}, 'a').write('stop\\n')\n"
+        # Only the child's stop command kills its parent; run again here, it must not kill us.
+        "if os.environ.get('KW_KILL_PARENT'):\n"
+        "    os.kill(os.getppid(), signal.SIGKILL)\n"
+    )
+    argv = [sys.executable, str(stop)]
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _ABORT_IN_A_CHILD,
+            json.dumps({"state_dir": str(tmp_path), "stop_command": argv}),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "KW_KILL_PARENT": "1"},
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert "EmergencyAborted" not in child.stdout
+    settings = replace(RecoverySettings(), stop_command=tuple(argv))
+    ctx, published = make_ctx(tmp_path, store, settings, issue="coherence_loss", attempt_id="a1")
+    outcome = EmergencyAbort().run(ctx)
+    assert marker.read_text() == "stop\n"
+    assert [e.type_name for e in published] == ["EmergencyAborted"]
+    assert getattr(published[0], "stop_command_exit", 0) is None
+    assert not outcome.ok
+    assert "not run again" in outcome.detail
+    assert len(ctx.checkpoints.entries()) == 1
+    assert set(store.items(ABORTED_NAMESPACE)) == {"*"}
+
+
+def test_emergency_abort_rerun_of_a_finished_abort_repeats_nothing(
+    tmp_path: Path, store: StateStore
+) -> None:
+    """The same attempt run twice (a crash before the engine saw its outcome) stops the
+    service once and publishes one EmergencyAborted, and both runs report the same outcome."""
+    marker = tmp_path / "stopped.txt"
+    script = tmp_path / "stop.py"
+    script.write_text(f"open({str(marker)!r}, 'a').write('stop\\n')\n")
+    settings = replace(RecoverySettings(), stop_command=(sys.executable, str(script)))
+    ctx, published = make_ctx(tmp_path, store, settings, attempt_id="a2")
+    first = EmergencyAbort().run(ctx)
+    second = EmergencyAbort().run(ctx)
+    assert first == second
+    assert first.ok
+    assert marker.read_text() == "stop\n"
+    assert [e.type_name for e in published] == ["EmergencyAborted"]
+    assert len(ctx.checkpoints.entries()) == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,8 +11,12 @@ from typing import Any
 
 import pytest
 
+from checks.api import Measurement
 from daemon.bus import EventBus
 from daemon.clock import FakeClock
+from daemon.config import Rule, load_config
+from daemon.errors import ConfigError
+from daemon.evaluator import Evaluator
 from daemon.events import (
     CheckEvaluated,
     Event,
@@ -73,8 +77,11 @@ class Harness:
         settings: RecoverySettings | None = None,
         procedures: dict[str, FakeProcedure] | None = None,
         worker: Worker | None = None,
+        tiers: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.tmp_path = tmp_path
+        self.tiers = tiers or TIERS
+        self.open_series: Callable[[], Sequence[Any]] = tuple
         self.clock = FakeClock(datetime(2026, 1, 4, 1, 0, tzinfo=UTC))
         self.store = StateStore.open(tmp_path / "state.sqlite3", clock=self.clock)
         self.settings = settings or RecoverySettings()
@@ -96,7 +103,8 @@ class Harness:
             settings=self.settings,
             procedures=self.procs,
             enqueue=self._enqueue,
-            tiers=lambda: TIERS,
+            tiers=lambda: self.tiers,
+            open_series=lambda: self.open_series(),
             worker=self.worker or InlineWorker(),
         )
         self.bus.subscribe("recovery", engine)
@@ -434,3 +442,169 @@ def test_manual_run_goes_through_the_engine(harness: Harness) -> None:
         "RecoverySucceeded:revert_to_stable_checkpoint",
     ]
     assert harness.enqueued == []
+
+
+DRIFT_RULE = Rule(
+    name="geometric_drift",
+    measurement="geometric_ratio_drift_ratio",
+    issue="geometric_drift",
+    warn=0.001,
+    raise_after=1,
+)
+
+
+def breach(evaluator: Evaluator, run_id: str) -> None:
+    """A weekly geometry run whose drift breaches; its events are never published."""
+    evaluator.evaluate(
+        run_id=run_id,
+        tier="weekly",
+        check="geometry",
+        measurements=[
+            Measurement(
+                name="geometric_ratio_drift_ratio",
+                value=0.002,
+                unit="ratio",
+                labels={"kernel": "octahedron", "seed": run_id},
+            )
+        ],
+    )
+
+
+def test_issue_learned_from_the_evaluator_after_a_restart_is_verified(harness: Harness) -> None:
+    """A breach the engine never heard of (crash first) is repaired once and then verified,
+    never counted as a success unverified nor escalated while its verification is pending."""
+    evaluator = Evaluator([DRIFT_RULE], harness.store)
+    breach(evaluator, "t0")  # ThresholdCrossed lost in the crash
+    harness.open_series = Evaluator([DRIFT_RULE], harness.store).open_series
+    harness.restart()
+    for _ in range(6):  # 15 minutes of ticks, three cooldowns
+        harness.engine.tick()
+        harness.clock.advance(150)
+    assert harness.procs["activate_geometric_stabilization"].calls == ["geometric_drift"]
+    assert harness.enqueued == [("run0", "weekly", "verify", ("geometry",))]
+    assert harness.kinds() == ["RecoveryStarted:activate_geometric_stabilization"]
+    harness.open_issue = "geometric_drift"
+    harness.run_verification(fixed=True)
+    assert harness.kinds()[-1] == "RecoverySucceeded:activate_geometric_stabilization"
+    assert harness.procs["emergency_abort"].calls == []
+
+
+def test_issue_with_no_known_check_is_skipped_until_a_run_names_it(harness: Harness) -> None:
+    """An open issue saved without its tier and check is not repaired blind: skipped as
+    unverifiable (said once), then repaired and verified once its check has run again."""
+    breach(Evaluator([DRIFT_RULE], harness.store), "t0")
+    for key, doc in harness.store.items("evaluator").items():
+        del doc["tier"], doc["check"]  # as written before the evaluator kept them
+        harness.store.put_json("evaluator", key, doc)
+    evaluator = Evaluator([DRIFT_RULE], harness.store)
+    harness.open_series = evaluator.open_series
+    harness.restart()
+    harness.engine.tick()
+    harness.clock.advance(600)
+    harness.engine.tick()
+    assert harness.kinds() == ["RecoverySkipped:unverifiable"]
+    assert harness.procs["activate_geometric_stabilization"].calls == []
+    breach(evaluator, "t1")  # the next weekly run, still breaching: no new crossing
+    harness.engine.tick()
+    assert harness.procs["activate_geometric_stabilization"].calls == ["geometric_drift"]
+    assert harness.enqueued == [("run0", "weekly", "verify", ("geometry",))]
+
+
+def pass_runs(h: Harness, queued: list[tuple[str, str, str, tuple[str, ...]]]) -> None:
+    """Every queued run starts and every check of its tier evaluates ok."""
+    for run_id, tier, trigger, _checks in queued:
+        h.bus.publish(RunStarted(run_id=run_id, tier=tier, trigger=trigger, checks=()))
+        for check in h.tiers[tier]:
+            h.bus.publish(CheckEvaluated(run_id=run_id, tier=tier, check=check, status="ok"))
+
+
+def test_default_config_checkpoints_a_changed_profile_after_its_change_runs(
+    tmp_path: Path,
+) -> None:
+    """With the default config (quarterly enabled), the runs a profile change queues are
+    enough for a stable checkpoint: quarterly, a benchmark report, is not waited for."""
+    config = load_config(None)
+    tiers = {name: t.checks for name, t in config.tiers.items() if t.enabled}
+    assert "quarterly" in tiers
+    h = Harness(tmp_path, config.recovery, tiers=tiers)
+    write_active(tmp_path, canonical_profile(), "initial")
+    h.engine.tick()
+    changed = canonical_profile().replace(amplitude=0.2)
+    write_active(tmp_path, changed, "external")
+    h.engine.tick()
+    assert [t for _, t, _, _ in h.enqueued] == ["weekly", "monthly", "daily"]
+    pass_runs(h, h.enqueued)
+    (row,) = h.engine.checkpoints.entries()
+    assert row.manifest is not None
+    assert row.manifest.stable
+    assert row.manifest.profile_id == changed.profile_id
+    assert set(row.manifest.tiers_passed) == {"daily", "weekly", "monthly"}
+    h.engine.close()
+    h.store.close()
+
+
+class HeldWorker:
+    """Holds submitted jobs until the test runs them: the worker thread, frozen in time."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Callable[[], None]] = []
+        self.hold = False
+
+    def submit(self, job: Callable[[], None]) -> None:
+        if self.hold:
+            self.jobs.append(job)
+        else:
+            job()
+
+    def run_held(self) -> None:
+        jobs, self.jobs = self.jobs, []
+        for job in jobs:
+            job()
+
+    def drain(self, timeout_s: float = 30.0) -> bool:
+        return True
+
+    def close(self) -> None:
+        return None
+
+
+def test_profile_changed_before_the_checkpoint_is_written_is_not_checkpointed(
+    tmp_path: Path,
+) -> None:
+    """Only the profile that passed every tier is checkpointed as stable, not one that
+    replaced it before the checkpoint was written."""
+    worker = HeldWorker()
+    h = Harness(tmp_path, worker=worker)
+    write_active(tmp_path, canonical_profile(), "initial")
+    h.engine.tick()
+    worker.hold = True
+    pass_runs(h, [(f"p{i}", tier, "cron", ()) for i, tier in enumerate(TIERS)])
+    write_active(tmp_path, canonical_profile().replace(amplitude=0.2), "external")
+    worker.run_held()
+    assert h.engine.checkpoints.entries() == []
+    assert not [e for e in h.events if e.type_name == "CheckpointCreated"]
+    h.engine.close()
+    h.store.close()
+
+
+def test_empty_checkpoint_tiers_make_a_profile_change_run_every_tier(tmp_path: Path) -> None:
+    """``checkpoint_tiers = []`` (every enabled tier) makes a profile change queue quarterly
+    too, so the stable checkpoint it requires is still reached after a change."""
+    config = load_config(None)
+    tiers = {name: t.checks for name, t in config.tiers.items() if t.enabled}
+    h = Harness(tmp_path, replace(config.recovery, checkpoint_tiers=()), tiers=tiers)
+    write_active(tmp_path, canonical_profile(), "initial")
+    h.engine.tick()
+    write_active(tmp_path, canonical_profile().replace(amplitude=0.2), "external")
+    h.engine.tick()
+    assert [t for _, t, _, _ in h.enqueued] == ["weekly", "monthly", "daily", "quarterly"]
+    h.engine.close()
+    h.store.close()
+
+
+def test_unknown_checkpoint_tier_is_a_config_error(tmp_path: Path) -> None:
+    """A misspelt tier in checkpoint_tiers is refused, naming the key and the value."""
+    path = tmp_path / "kw.toml"
+    path.write_text('[recovery]\ncheckpoint_tiers = ["daily", "weekley"]\n')
+    with pytest.raises(ConfigError, match=r"recovery\.checkpoint_tiers: unknown tier 'weekley'"):
+        load_config(path)

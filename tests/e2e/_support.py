@@ -1,7 +1,8 @@
 """Shared helpers of the end-to-end drill tests: a state dir, a config and a real daemon.
 
 ``Env`` starts ``kernelwatch run`` as a child process group on a free port and reads back its
-JSONL telemetry and ``/metrics``; ``in_order`` finds a sequence of records in the telemetry.
+JSONL telemetry and ``/metrics``; ``in_order`` finds a sequence of records in the telemetry;
+``assert_verified`` checks that a repair was verified by a run after it.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ def rules_toml(unhealthy_after: int = 1, only: Sequence[str] | None = None) -> s
 def base_config(
     port: int, coherence: str = "sizes = [16]\nbatch = 4", daily: str = "enabled = false"
 ) -> str:
-    """Quick weekly and monthly tiers that only run when asked; quarterly off, daily as given
-    (off by default)."""
+    """Quick weekly and monthly tiers that only run when asked; quarterly enabled as by
+    default but never due (a stable checkpoint must not wait for it), daily as given (off by
+    default)."""
     return f"""
 [daemon]
 tick_s = 0.2
@@ -65,7 +67,8 @@ flush_every_s = 0.1
 [tiers.daily]
 {daily}
 [tiers.quarterly]
-enabled = false
+cron = "0 0 1 1 *"
+catch_up_grace_s = 0.0
 [tiers.weekly]
 cron = "0 0 1 1 *"
 catch_up_grace_s = 0.0
@@ -225,3 +228,21 @@ def recovery_metric_lines(metrics: str, procedure: str, outcome: str) -> list[st
         and f'outcome="{outcome}"' in line
         and f'procedure="{procedure}"' in line
     ]
+
+
+def assert_verified(records: list[dict[str, Any]], issue: str, procedure: str) -> None:
+    """The issue's first ThresholdCleared after the procedure came from a run started after
+    it, and the engine queued a verification run (or joined one already queued)."""
+    started = in_order(records, [{"type": "RecoveryStarted", "issue": issue}])[0]
+    cleared = in_order(records[started:], [{"type": "ThresholdCleared", "issue": issue}])[0]
+    run_id = records[started + cleared]["run_id"]
+    run_started = [i for i, r in enumerate(records) if r["type"] == "RunStarted"]
+    (index,) = [i for i in run_started if records[i]["run_id"] == run_id]
+    assert index > started, f"{issue} cleared by run {run_id}, started before {procedure}"
+    asked = [
+        r
+        for r in records[started:]
+        if (r["type"] == "RunScheduled" and r["trigger"] == "verify")
+        or (r["type"] == "RunMissed" and r["reason"] == "coalesced with a queued run")
+    ]
+    assert asked, f"no verification of {procedure} was queued"

@@ -22,7 +22,7 @@ import pytest
 from daemon.checkpoints import CheckpointStore
 from daemon.config import load_config
 from daemon.profile_store import read_active
-from tests.e2e._support import Env, daily_env, in_order, recovery_metric_lines
+from tests.e2e._support import Env, assert_verified, daily_env, in_order, recovery_metric_lines
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -65,6 +65,7 @@ def heal(env: Env, fault: str, issue: str, procedure: str) -> dict[str, Any]:
             {"type": "RecoverySucceeded", "issue": issue, "procedure": procedure},
         ],
     )
+    assert_verified(records, issue, procedure)
     metrics = env.metrics()
     assert f'kernelwatch_drills_injected_total{{fault="{fault}"}} 1.0' in metrics
     assert recovery_metric_lines(metrics, procedure, "succeeded"), metrics
