@@ -8,7 +8,9 @@ publishers build events with only their own fields. ``to_record`` gives the JSON
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -102,12 +104,15 @@ class Event:
             "at": at if at.tzinfo is UTC else at.astimezone(UTC),
             "host": self.host,
         }
-        for name, convert in _json_plan(type(self)):
-            value = getattr(self, name)
-            record[name] = value if convert is None else convert(value)
+        plan = _json_plan(type(self))
+        # Every field in one C call, in declaration order; converting a key in place keeps
+        # its position, so the bytes match to_record's.
+        record.update(zip(plan.names, plan.values(self), strict=True))
         try:
+            for name, convert in plan.converters:
+                record[name] = convert(record[name])
             return orjson.dumps(record)
-        except TypeError:
+        except (TypeError, ValueError, AttributeError):
             return orjson.dumps(self.to_record())
 
 
@@ -123,9 +128,14 @@ def _measurement_records(value: tuple[Measurement, ...]) -> list[dict[str, Any]]
     return [m.to_record() for m in value]
 
 
-def _plain_dict(value: Mapping[str, str]) -> dict[str, str]:
-    # A MappingProxyType's copy() is a dict, several times faster than dict(proxy).
-    return value.copy() if type(value) is MappingProxyType else dict(value)
+def _plain_dict(value: Mapping[str, str]) -> Mapping[str, str]:
+    # A MappingProxyType's copy() is a dict, several times faster than dict(proxy); anything
+    # but a dict or a proxy takes the exact way (TypeError), as _jsonable would spell it.
+    if type(value) is MappingProxyType:
+        return value.copy()
+    if type(value) is dict:
+        return value
+    raise TypeError(f"labels of type {type(value).__name__}")
 
 
 # How to_json converts a field, by its annotation (None: orjson writes the value as it is,
@@ -141,19 +151,43 @@ _JSON_CONVERTERS: dict[str, Callable[[Any], Any] | None] = {
     "Mapping[str, str]": _plain_dict,
     "tuple[Measurement, ...]": _measurement_records,
 }
-_JSON_PLANS: dict[type[Event], tuple[tuple[str, Callable[[Any], Any] | None], ...]] = {}
 
 
-def _json_plan(cls: type[Event]) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
-    """Each payload field of ``cls`` with its converter, computed once per class."""
+@dataclass(frozen=True, slots=True)
+class _JsonPlan:
+    """How to_json reads one event class: its payload names, a getter returning their
+    values as a tuple, and the fields that need converting."""
+
+    names: tuple[str, ...]
+    values: Callable[[Any], tuple[Any, ...]]
+    converters: tuple[tuple[str, Callable[[Any], Any]], ...]
+
+
+_JSON_PLANS: dict[type[Event], _JsonPlan] = {}
+
+
+def _json_plan(cls: type[Event]) -> _JsonPlan:
+    """The plan of ``cls``, computed once per class."""
     plan = _JSON_PLANS.get(cls)
     if plan is None:
         types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-        plan = tuple(
-            (name, _JSON_CONVERTERS.get(types[name], _jsonable)) for name in _payload_names(cls)
-        )
-        _JSON_PLANS[cls] = plan
+        names = _payload_names(cls)
+        converters = []
+        for name in names:
+            convert = _JSON_CONVERTERS.get(types[name], _jsonable)
+            if convert is not None:
+                converters.append((name, convert))
+        values: Callable[[Any], tuple[Any, ...]]
+        if len(names) > 1:
+            values = operator.attrgetter(*names)
+        else:  # attrgetter of one name returns the value itself, of none it is an error
+            values = functools.partial(_values_of, names)
+        plan = _JSON_PLANS[cls] = _JsonPlan(names, values, tuple(converters))
     return plan
+
+
+def _values_of(names: tuple[str, ...], obj: Any) -> tuple[Any, ...]:
+    return tuple(getattr(obj, name) for name in names)
 
 
 _PAYLOAD_NAMES: dict[type[Event], tuple[str, ...]] = {}

@@ -148,3 +148,6 @@ def test_to_json_of_a_mistyped_field_falls_back_to_the_record() -> None:
     """A value of a type its annotation does not promise is still written exactly."""
     event = _sample(ThresholdCrossed, labels={1: "int key"}, run_id=("tuple", "not", "str"))
     assert event.to_json() == orjson.dumps(event.to_record())  # type: ignore[attr-defined]
+    for mistyped in ({"value": "0.5"}, {"labels": [("kernel", "k")]}):
+        event = _sample(ThresholdCrossed, **mistyped)
+        assert event.to_json() == orjson.dumps(event.to_record())  # type: ignore[attr-defined]
