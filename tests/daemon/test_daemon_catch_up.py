@@ -6,7 +6,6 @@ was killed), they run again once at the next start within the grace, or are repo
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from daemon.clock import FakeClock
 from daemon.config import load_config
 from daemon.state_dir import StateLayout
 from daemon.store import StateStore
-from tests.helpers import telemetry_records, types_of, write_config
+from tests.helpers import telemetry_records, types_of, wait_until, write_config
 
 CONFIG = """
 [http]
@@ -125,10 +124,11 @@ def test_runs_queued_at_sigterm_are_dropped_then_run_again(tmp_path: Path) -> No
     before = len(telemetry_records(state))
     daemon.start()
     try:
-        hang_guard = time.monotonic() + 60
-        while daemon.runner.running_pid is None:  # weekly's hung check is running
-            assert time.monotonic() < hang_guard, "the weekly check never started"
-            time.sleep(0.05)
+        wait_until(
+            lambda: daemon.runner.running_pid is not None,
+            timeout=60,
+            what="weekly's hung check to start",
+        )
         daemon.request_stop("test")
         assert daemon.shutdown() == 0
     finally:

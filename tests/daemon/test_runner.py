@@ -17,6 +17,7 @@ from daemon.runner import (
     ChildRequest,
     ChildTimedOut,
 )
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = "tests.fixtures.checks"
@@ -212,10 +213,7 @@ def test_kill_now_sigkills_the_group_at_once(tmp_path: Path) -> None:
     )
     worker.start()
     try:
-        deadline = time.monotonic() + 30
-        while not ready.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert ready.exists()
+        wait_until(ready.exists, timeout=30, what="the child to ignore SIGTERM and say so")
         pid = runner.running_pid
         assert pid is not None
         runner.kill_now()
