@@ -75,7 +75,8 @@ class Measurement:
         value: float | str = self.value if math.isfinite(self.value) else repr(self.value)
         # labels is always a MappingProxyType (__post_init__): its copy() is a plain dict,
         # several times faster than dict(proxy), and telemetry serialises every measurement.
-        labels = cast(MappingProxyType[str, str], self.labels).copy()
+        # (A quoted cast: subscripting MappingProxyType on every call would double the cost.)
+        labels = cast("MappingProxyType[str, str]", self.labels).copy()
         return {"name": self.name, "value": value, "unit": self.unit, "labels": labels}
 
     @classmethod

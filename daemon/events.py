@@ -8,9 +8,7 @@ publishers build events with only their own fields. ``to_record`` gives the JSON
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,33 +85,21 @@ class Event:
         record.update(self.payload())
         return record
 
-    def to_json(self) -> bytes:
-        """Return ``orjson.dumps(self.to_record())``, byte for byte, in about half the time.
+    def to_json(self, *, newline: bool = False) -> bytes:
+        """Return ``orjson.dumps(self.to_record())``, byte for byte, in a third of the time;
+        with ``newline``, followed by ``\\n`` (the telemetry line, without another copy).
 
         Telemetry serialises every event, and building the record costs most of the sink's
-        time per record: this converts each field by a plan made once per class from its
-        annotation (strings and ints pass through, datetimes are left for orjson to write
-        in C), instead of dispatching on every value's type. A field holding a type its
+        time per record. Each class gets a serialiser generated once from its annotations,
+        as dataclasses generate ``__init__``: one dict display of its fields in record
+        order, converting only the fields whose type needs it. A field holding a type its
         annotation does not promise takes the exact, slower way.
         """
-        at = self.at
-        record: dict[str, Any] = {
-            "schema": SCHEMA_VERSION,
-            "type": self.type_name,
-            "seq": self.seq,
-            "at": at if at.tzinfo is UTC else at.astimezone(UTC),
-            "host": self.host,
-        }
-        plan = _json_plan(type(self))
-        # Every field in one C call, in declaration order; converting a key in place keeps
-        # its position, so the bytes match to_record's.
-        record.update(zip(plan.names, plan.values(self), strict=True))
+        option = orjson.OPT_APPEND_NEWLINE if newline else 0
         try:
-            for name, convert in plan.converters:
-                record[name] = convert(record[name])
-            return orjson.dumps(record)
+            return (_SERIALISERS.get(type(self)) or _serialiser(type(self)))(self, option)
         except (TypeError, ValueError, AttributeError):
-            return orjson.dumps(self.to_record())
+            return orjson.dumps(self.to_record(), option=option)
 
 
 def _utc(value: datetime) -> datetime:
@@ -138,8 +124,8 @@ def _plain_dict(value: Mapping[str, str]) -> Mapping[str, str]:
     raise TypeError(f"labels of type {type(value).__name__}")
 
 
-# How to_json converts a field, by its annotation (None: orjson writes the value as it is,
-# as _jsonable would). An annotation not listed here goes through _jsonable.
+# How a generated serialiser converts a field, by its annotation (None: orjson writes the
+# value as it is, as _jsonable would). An annotation not listed here goes through _jsonable.
 _JSON_CONVERTERS: dict[str, Callable[[Any], Any] | None] = {
     "str": None,
     "int": None,
@@ -152,42 +138,50 @@ _JSON_CONVERTERS: dict[str, Callable[[Any], Any] | None] = {
     "tuple[Measurement, ...]": _measurement_records,
 }
 
-
-@dataclass(frozen=True, slots=True)
-class _JsonPlan:
-    """How to_json reads one event class: its payload names, a getter returning their
-    values as a tuple, and the fields that need converting."""
-
-    names: tuple[str, ...]
-    values: Callable[[Any], tuple[Any, ...]]
-    converters: tuple[tuple[str, Callable[[Any], Any]], ...]
+Serialiser = Callable[[Any, int], bytes]
+_SERIALISERS: dict[type[Event], Serialiser] = {}
 
 
-_JSON_PLANS: dict[type[Event], _JsonPlan] = {}
+def _serialiser(cls: type[Event]) -> Serialiser:
+    """The generated serialiser of ``cls``, compiled on first use."""
+    serialiser = _SERIALISERS.get(cls)
+    if serialiser is None:
+        serialiser = _SERIALISERS[cls] = _compile_serialiser(cls)
+    return serialiser
 
 
-def _json_plan(cls: type[Event]) -> _JsonPlan:
-    """The plan of ``cls``, computed once per class."""
-    plan = _JSON_PLANS.get(cls)
-    if plan is None:
-        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-        names = _payload_names(cls)
-        converters = []
-        for name in names:
-            convert = _JSON_CONVERTERS.get(types[name], _jsonable)
-            if convert is not None:
-                converters.append((name, convert))
-        values: Callable[[Any], tuple[Any, ...]]
-        if len(names) > 1:
-            values = operator.attrgetter(*names)
-        else:  # attrgetter of one name returns the value itself, of none it is an error
-            values = functools.partial(_values_of, names)
-        plan = _JSON_PLANS[cls] = _JsonPlan(names, values, tuple(converters))
-    return plan
+def _compile_serialiser(cls: type[Event]) -> Serialiser:
+    """Generate ``def to_json(self, option): return dumps({...}, option=option)`` for ``cls``.
 
-
-def _values_of(names: tuple[str, ...], obj: Any) -> tuple[Any, ...]:
-    return tuple(getattr(obj, name) for name in names)
+    The source holds only ``repr``s of the class's own field and type names (identifiers
+    checked by dataclasses) and indices into a tuple of converter functions.
+    """
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    converters: list[Callable[[Any], Any]] = []
+    items = [
+        f'"schema": {SCHEMA_VERSION!r}',
+        f'"type": {cls.type_name!r}',
+        '"seq": self.seq',
+        '"at": at if at.tzinfo is UTC else at.astimezone(UTC)',
+        '"host": self.host',
+    ]
+    for name in _payload_names(cls):
+        convert = _JSON_CONVERTERS.get(types[name], _jsonable)
+        if convert is None:
+            items.append(f"{name!r}: self.{name}")
+        else:
+            items.append(f"{name!r}: convert[{len(converters)}](self.{name})")
+            converters.append(convert)
+    body = ",\n        ".join(items)
+    source = (
+        "def to_json(self, option):\n"
+        "    at = self.at\n"
+        f"    return dumps({{\n        {body},\n    }}, option=option)\n"
+    )
+    namespace: dict[str, Any] = {"dumps": orjson.dumps, "UTC": UTC, "convert": tuple(converters)}
+    exec(compile(source, f"<to_json of {cls.type_name}>", "exec"), namespace)  # noqa: S102
+    serialiser: Serialiser = namespace["to_json"]
+    return serialiser
 
 
 _PAYLOAD_NAMES: dict[type[Event], tuple[str, ...]] = {}

@@ -247,7 +247,7 @@ class TelemetrySink:
 
     def __call__(self, event: Event) -> None:
         """Buffer ``event`` as one JSON line; flush when enough records or time have passed."""
-        line = event.to_json() + b"\n"
+        line = event.to_json(newline=True)
         # The stamp is the first "at" of the line (after schema, type and seq), in UTC: its
         # first ten characters are the day whose file the line belongs to.
         at = line.index(b'"at":"') + 6

@@ -125,6 +125,14 @@ def test_to_json_is_the_compact_json_of_to_record(cls: type) -> None:
     assert event.to_json() == orjson.dumps(event.to_record())  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("mistyped", [False, True], ids=["exact types", "mistyped field"])
+def test_to_json_with_newline_is_the_line_telemetry_writes(mistyped: bool) -> None:
+    """newline=True appends exactly one newline, on the generated and the exact path alike."""
+    event = _sample(ThresholdCrossed, **({"labels": {1: "int key"}} if mistyped else {}))
+    line = event.to_json(newline=True)  # type: ignore[attr-defined]
+    assert line == orjson.dumps(event.to_record()) + b"\n"  # type: ignore[attr-defined]
+
+
 def test_to_json_writes_non_finite_floats_and_other_zones_as_the_record_does() -> None:
     """NaN, infinity and a non-UTC stamp come out as to_record spells them."""
     event = ThresholdCrossed(
