@@ -18,6 +18,7 @@ batched ``eigh``.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -123,8 +124,8 @@ def kernel_rows(*, reps: int = REPS) -> list[BenchRow]:
                 out = kernel.run_mlx(inputs, profile)
                 error = kernel.max_error(out, kernel.run_reference(inputs, profile, np.float64))
                 t_mlx, t_np = _paired_seconds(
-                    lambda k=kernel, i=inputs: k.run_mlx(i, profile),
-                    lambda k=kernel, i=inputs: k.run_reference(i, profile, np.float32),
+                    functools.partial(kernel.run_mlx, inputs, profile),
+                    functools.partial(kernel.run_reference, inputs, profile, np.float32),
                     reps,
                 )
                 fraction = None
@@ -171,15 +172,22 @@ def kernel_rows(*, reps: int = REPS) -> list[BenchRow]:
             (
                 "quantum:eigh",
                 f"n={n}",
-                lambda h=ham_mx: mx.eval(*mx.linalg.eigh(h, stream=mx.cpu)),
-                lambda h=ham: np.linalg.eigh(h),
+                functools.partial(_eigh_mlx, ham_mx),
+                functools.partial(np.linalg.eigh, ham),
                 None,
             )
         )
-    for stage, size_label, mlx_fn, numpy_fn, error in stages:
+    for stage, size_label, mlx_fn, numpy_fn, stage_error in stages:
         t_mlx, t_np = _paired_seconds(mlx_fn, numpy_fn, reps)
-        rows.append(BenchRow(stage, 1024, size_label, t_mlx, t_np, error))
+        rows.append(BenchRow(stage, 1024, size_label, t_mlx, t_np, stage_error))
     return rows
+
+
+def _eigh_mlx(hamiltonians: Any) -> None:
+    """MLX's batched eigh on the CPU stream, forced."""
+    import mlx.core as mx
+
+    mx.eval(*mx.linalg.eigh(hamiltonians, stream=mx.cpu))
 
 
 def format_table(rows: list[BenchRow]) -> str:
