@@ -15,7 +15,13 @@ from daemon.runner import CheckRunner, ChildCompleted, ChildRequest
 # Small inputs so every check runs in seconds; the options are each check's documented ones.
 TINY: dict[str, dict[str, Any]] = {
     "runtime": {},
-    "performance": {"kernels": ["quantum"], "batches": ["small"], "repetitions": 5, "warmup": 1},
+    "performance": {
+        "kernels": ["quantum"],
+        "batches": ["small"],
+        "repetitions": 5,
+        "warmup": 1,
+        "extra_timing_s": 0,
+    },
     "geometry": {"kernels": ["octahedron"], "rounds": 2},
     "coherence": {"kernels": ["quantum"], "sizes": [16], "batch": 4},
     "benchmark": {

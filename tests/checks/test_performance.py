@@ -19,7 +19,8 @@ from daemon.evaluator import Evaluator
 from daemon.events import ThresholdCrossed
 from kernels.profile import Profile, canonical_profile, save_profile
 
-FAST: dict[str, Any] = {"repetitions": 15, "warmup": 2}
+# No extra rounds: these tests are about verdicts, not the interval's width.
+FAST: dict[str, Any] = {"repetitions": 15, "warmup": 2, "extra_timing_s": 0}
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -138,6 +139,37 @@ def test_reports_every_measurement_with_units_and_labels(tmp_path: Path) -> None
     assert all(low[k] <= median[k] <= high[k] for k in median)
 
 
+def test_extra_rounds_time_wide_entries_until_the_time_bound(tmp_path: Path) -> None:
+    """An interval that never gets narrow enough buys extra rounds, and the bound ends them."""
+    result = run_check(
+        tmp_path,
+        kernels=["fisher"],
+        batches=["small"],
+        repetitions=6,
+        ci_target=0.0,
+        extra_share=2,
+        extra_timing_s=0.5,
+    )
+    (entry,) = result.details["samples"].values()
+    count = len(entry["latency_seconds"])
+    assert count > 6
+    assert (count - 6) % 2 == 0
+    assert len(entry["ratio"]) == count
+
+
+def test_no_extra_rounds_when_every_interval_is_narrow_enough(tmp_path: Path) -> None:
+    """With the target met after the minimum repetitions, the run times exactly those."""
+    result = run_check(
+        tmp_path,
+        kernels=["fisher"],
+        batches=["small", "medium"],
+        repetitions=6,
+        ci_target=10.0,
+        extra_timing_s=60.0,
+    )
+    assert {len(e["latency_seconds"]) for e in result.details["samples"].values()} == {6}
+
+
 def test_skip_kernels_are_not_run(tmp_path: Path) -> None:
     """Kernels the daemon marked aborted are skipped with a note."""
     result = run_check(tmp_path, batches=["small"], skip_kernels=["octahedron", "quantum"])
@@ -190,7 +222,12 @@ def test_oversized_unchunked_batch_raises_memory_spike(tmp_path: Path) -> None:
     The small batch runs in aggressive mode (one unchunked pass); conservative mode would
     stream the scaled batch in chunks, which is the recovery for this issue.
     """
-    options = {"kernels": ["octahedron"], "batches": ["small"], "repetitions": 3}
+    options = {
+        "kernels": ["octahedron"],
+        "batches": ["small"],
+        "repetitions": 3,
+        "extra_timing_s": 0,
+    }
     baseline = baseline_of(run_check(tmp_path, **options))
     bloated = canonical_profile().replace(drill={"batch_scale": 4})
     result = run_check(tmp_path, bloated, **options, baseline=baseline)
@@ -219,7 +256,12 @@ def test_canonical_profile_stays_inside_every_threshold(tmp_path: Path) -> None:
 def test_timings_are_never_compared_across_execution_modes(tmp_path: Path) -> None:
     """After recovery's conservative mode the timings record a new baseline entry and say
     so, while peak memory is still compared with the batch config's own mode."""
-    options = {"kernels": ["octahedron"], "batches": ["small"], "repetitions": 3}
+    options = {
+        "kernels": ["octahedron"],
+        "batches": ["small"],
+        "repetitions": 3,
+        "extra_timing_s": 0,
+    }
     baseline = baseline_of(run_check(tmp_path, **options))
     assert set(baseline["entries"]) == {"octahedron/small/aggressive"}
     conservative = canonical_profile().replace(vectorization="conservative", chunk_rows=64)

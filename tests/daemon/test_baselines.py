@@ -255,6 +255,7 @@ def test_record_runs_the_check_in_children_and_stores_pooled_samples(tmp_path: P
     overlay.write_text(
         "[checks.performance.options]\n"
         'kernels = ["fisher"]\nbatches = ["small"]\nrepetitions = 3\nwarmup = 1\n'
+        "extra_timing_s = 0\n"
     )
     state = tmp_path / "state"
     out = io.StringIO()
@@ -286,6 +287,7 @@ def test_check_command_judges_against_the_recorded_baseline(tmp_path: Path) -> N
     overlay.write_text(
         "[checks.performance.options]\n"
         'kernels = ["fisher"]\nbatches = ["small"]\nrepetitions = 3\nwarmup = 1\n'
+        "extra_timing_s = 0\n"
     )
     config = load_config(overlay)
     state = tmp_path / "state"

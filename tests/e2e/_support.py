@@ -207,6 +207,7 @@ kernels = ["octahedron"]
 batches = [{names}]
 repetitions = 12
 warmup = 2
+extra_timing_s = 0
 """
 
 
