@@ -18,7 +18,8 @@
    process miss the run-to-run drift between fresh processes, so this overstates the power
    a daemon's daily runs have.
 
-Set ``KERNELWATCH_BENCH_POWER_S`` to change the power study's duration (default 240 s).
+Set ``KERNELWATCH_BENCH_POWER_S`` to change the power study's duration (default 600 s: about
+ten trials per level, each a daily run of the three slowed kernels with its extra rounds).
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ def _power(power_s: float) -> list[str]:
 def checks_table(power_s: float | None = None) -> str:
     """Return the check-tier benchmark table (see the module docstring)."""
     if power_s is None:
-        power_s = float(os.environ.get("KERNELWATCH_BENCH_POWER_S", "240"))
+        power_s = float(os.environ.get("KERNELWATCH_BENCH_POWER_S", "600"))
     tier_lines, payloads = _tier_times()
     lines = [*tier_lines, "", *_ci_lines(payloads[0]), "", *_power(power_s)]
     return "\n".join(lines)
