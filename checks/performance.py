@@ -49,8 +49,9 @@ Measurements (labels ``kernel``, ``batch``, ``profile_id``, ``seed``):
 ``performance_regression_ratio``
     median(kernel ÷ calibration, on CPU time) over the baseline's, minus 1; the one-sided
     Mann–Whitney p-value of the ratios against the baseline's; the smallest slowdown that
-    counts (``min_effect``, widened by the baseline's run-to-run spread:
-    :func:`checks.stats.effect_threshold`); and the normalised slowdown when p < ``alpha``
+    counts (``min_effect``, widened by the baseline's run-to-run spread, pooled over the
+    kernel's batch configs: :func:`checks.stats.effect_threshold`); and the normalised
+    slowdown when p < ``alpha``
     and it exceeds that threshold, else 0 (a kernel that got slower).
 ``memory_overhead_ratio``
     Peak memory over the baseline's, minus 1.
@@ -190,6 +191,21 @@ class _Case:
             k / c if c > 0 else float("inf")
             for k, c in zip(self.kernel_cpu, self.calibration_cpu, strict=True)
         ]
+
+
+def _companion_medians(
+    entries: Mapping[str, Any], kernel: str, kind: str, key: str
+) -> list[list[float]]:
+    """Return the per-run ratio medians of the kernel's other baseline entries divided by the
+    same calibration kind: their run-to-run spread is pooled with entry ``key``'s."""
+    groups = []
+    for other, entry in entries.items():
+        if other == key or not isinstance(entry, Mapping) or entry.get("kernel") != kernel:
+            continue
+        medians = entry.get("run_ratio_medians")
+        if entry.get("calibration_kind") == kind and isinstance(medians, list):
+            groups.append([float(m) for m in medians if isinstance(m, int | float) and m > 0])
+    return groups
 
 
 def _time_case(case: _Case, repetitions: int) -> None:
@@ -388,6 +404,7 @@ class PerformanceCheck:
                     min_effect=min_effect,
                     spread_floor=spread_floor,
                     spread_z=spread_z,
+                    companions=_companion_medians(entries, kernel.name, kind, key),
                 )
                 verdict = compare(ratios, base_ratios, alpha=alpha, min_effect=threshold)
                 regressed = verdict.regression > 0

@@ -176,6 +176,7 @@ def effect_threshold(
     min_effect: float = DEFAULT_MIN_EFFECT,
     spread_floor: float = DEFAULT_SPREAD_FLOOR,
     spread_z: float = DEFAULT_SPREAD_Z,
+    companions: Sequence[Sequence[float]] = (),
 ) -> float:
     """Return the smallest slowdown that counts, widened by the baseline's run-to-run spread.
 
@@ -183,10 +184,15 @@ def effect_threshold(
     minute on a shared host, shifts all of them together, so the Mann–Whitney p-value of 40
     samples says nothing about the next run. As conbench judges a result by a z-score
     against the history of earlier runs, a slowdown must here exceed ``spread_z`` times the
-    spread of the baseline's per-run medians s (the sample standard deviation of their
-    logarithms, and at least ``spread_floor``, since a few runs can agree by chance),
-    scaled by √(1 + 1/n) for the uncertainty of the baseline's own median over n runs:
+    spread of the baseline's per-run medians s (the standard deviation of their logarithms,
+    and at least ``spread_floor``, since a few runs can agree by chance), scaled by
+    √(1 + 1/n) for the uncertainty of the baseline's own median over n runs:
     ``max(min_effect, exp(z·max(floor, s)·√(1 + 1/n)) − 1)``.
+
+    Three runs give s two degrees of freedom, so it is often off by a factor of two or
+    more. ``companions`` are the per-run medians of entries whose runs move alike (the same
+    kernel's other batch configs, timed in the same runs): their deviations from their own
+    means are pooled with this entry's, s² = Σ (log x − mean of its group)² / Σ (nᵢ − 1).
 
     Examples
     --------
@@ -196,12 +202,22 @@ def effect_threshold(
     0.1
     >>> round(effect_threshold([1.0, 1.2, 0.9]), 3) > 0.4
     True
+    >>> wide = effect_threshold([1.0, 1.2, 0.9], spread_floor=0.0)
+    >>> effect_threshold([1.0, 1.2, 0.9], spread_floor=0.0, companions=[[1, 1.01, 0.99]]) < wide
+    True
     """
     medians = np.asarray(run_medians, dtype=np.float64)
     if medians.size == 0 or not np.all(medians > 0):
         raise ValueError("effect_threshold needs one or more positive run medians")
     n = int(medians.size)
-    spread = float(np.std(np.log(medians), ddof=1)) if n >= 2 else 0.0
+    squares = 0.0
+    dof = 0
+    for group in (run_medians, *companions):
+        logs = np.log(np.asarray(group, dtype=np.float64))
+        if logs.size >= 2 and np.all(np.isfinite(logs)):
+            squares += float(np.sum((logs - logs.mean()) ** 2))
+            dof += int(logs.size) - 1
+    spread = math.sqrt(squares / dof) if dof else 0.0
     widened = math.expm1(spread_z * max(spread_floor, spread) * math.sqrt(1 + 1 / n))
     return max(min_effect, widened)
 

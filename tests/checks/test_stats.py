@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
-from checks.stats import compare, loglog_slope, median_ci, probability_of_superiority
+from checks.stats import (
+    compare,
+    effect_threshold,
+    loglog_slope,
+    median_ci,
+    probability_of_superiority,
+)
 
 
 def test_median_ci_covers_the_true_median_at_least_95_percent() -> None:
@@ -107,3 +115,25 @@ def test_loglog_slope_of_quadratic_growth_is_two() -> None:
     assert loglog_slope(sizes, [s * s * 1e-9 for s in sizes]) == pytest.approx(2.0)
     with pytest.raises(ValueError, match="two or more"):
         loglog_slope([1.0], [1.0])
+
+
+def test_effect_threshold_pools_the_spread_of_companion_entries() -> None:
+    """The spread is the pooled sd of every group's logs around its own mean, so quiet
+    companions narrow a noisy entry's threshold and noisy ones widen a quiet entry's."""
+    noisy, quiet = [1.0, 1.2, 0.9], [2.0, 2.02, 1.98]
+    logs = [np.log(noisy), np.log(quiet)]
+    squares = sum(float(np.sum((g - g.mean()) ** 2)) for g in logs)
+    pooled = math.sqrt(squares / 4)
+    expected = math.expm1(3 * pooled * math.sqrt(1 + 1 / 3))
+    both = effect_threshold(noisy, spread_floor=0.0, companions=[quiet])
+    assert both == pytest.approx(expected, rel=1e-12)
+    assert both < effect_threshold(noisy, spread_floor=0.0)
+    assert effect_threshold(quiet, spread_floor=0.0, companions=[noisy]) > effect_threshold(
+        quiet, spread_floor=0.0
+    )
+
+
+def test_effect_threshold_ignores_companions_of_one_run() -> None:
+    """A companion with a single run has no spread to offer and leaves the threshold as is."""
+    alone = effect_threshold([1.0, 1.1, 0.95], spread_floor=0.0)
+    assert effect_threshold([1.0, 1.1, 0.95], spread_floor=0.0, companions=[[3.0]]) == alone
