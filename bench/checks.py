@@ -10,13 +10,14 @@
    (:func:`slowed_octahedron`, :func:`slowed_fisher`, :func:`slowed_quantum`) spin for
    ``slowdown`` × their own CPU time after each call; a baseline is pooled from three clean
    runs (as ``baseline record --runs 3``), then clean trials and trials slowed by 5, 10, 20
-   and 30 % run round-robin for ``power_s`` seconds through ``PerformanceCheck.run`` in this
-   process. A trial is flagged when ``performance_regression_ratio`` > 0 (p < 0.002 and a
+   and 30 % run round-robin for ``power_s`` seconds. Every run, baseline runs included, is a
+   fresh process (:mod:`bench.perf_child`), as the daemon's daily runs are: trials in one
+   process would miss the drift between processes, and would drift away from a baseline
+   recorded at the process's start (measured: clean trials 2–8 % faster than it after a few
+   minutes). A trial is flagged when ``performance_regression_ratio`` > 0 (p < 0.002 and a
    slowdown above ``regression_threshold_ratio``: the 10 % minimum effect widened by the
    baseline's run-to-run spread, see :func:`checks.stats.effect_threshold`); the table also
-   shows the rate with a plain 5 % minimum effect, from the same trials. Trials in one
-   process miss the run-to-run drift between fresh processes, so this overstates the power
-   a daemon's daily runs have.
+   shows the rate with a plain 5 % minimum effect, from the same trials.
 
 Set ``KERNELWATCH_BENCH_POWER_S`` to change the power study's duration (default 600 s: about
 ten trials per level, each a daily run of the three slowed kernels with its extra rounds).
@@ -25,15 +26,20 @@ ten trials per level, each a daily run of the three slowed kernels with its extr
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from checks.api import CheckContext
+from checks.api import CheckResult
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: Mutable knob of :func:`slowed_octahedron`: the share of extra time each call spins.
 INJECTED: dict[str, float] = {"slowdown": 0.0}
@@ -128,31 +134,32 @@ def _ci_lines(daily: dict[str, Any]) -> list[str]:
 
 def _power(power_s: float) -> list[str]:
     """Run the regression power study for about ``power_s`` seconds; return table lines."""
-    from checks.performance import PerformanceCheck
-    from daemon.baselines import pool_samples
-
-    check = PerformanceCheck()
-    # The kernels are loaded by name as ``bench.checks``, which is another module object than
-    # ``__main__`` when this file runs as a script: set the knob on that one.
-    knob: dict[str, float] = importlib.import_module("bench.checks").INJECTED
     options: dict[str, Any] = {
         "kernels": list(SLOWED),
         "extra_kernels": list(SLOWED_SPECS),
         "batches": ["small"],
     }
-    tmp = Path(tempfile.gettempdir())
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
 
-    def trial(slowdown: float, extra: dict[str, Any], seed: int) -> Any:
-        knob["slowdown"] = slowdown
-        try:
-            ctx = CheckContext(
-                tier="daily", state_dir=tmp, seed=seed, run_id="power", options={**options, **extra}
+        def trial(slowdown: float, extra: dict[str, Any], seed: int) -> CheckResult:
+            request, out = tmp / "request.json", tmp / "result.json"
+            request.write_text(
+                json.dumps({"options": {**options, **extra}, "slowdown": slowdown, "seed": seed})
             )
-            return check.run(ctx)
-        finally:
-            knob["slowdown"] = 0.0
+            argv = [sys.executable, "-m", "bench.perf_child", str(request), str(out)]
+            subprocess.run(argv, cwd=ROOT, check=True, capture_output=True, timeout=600)
+            return CheckResult.from_record(json.loads(out.read_text()))
 
-    trial(0.0, {}, 0)  # process warm-up, as a fresh child's first run is not timed twice
+        return _power_trials(power_s, trial)
+
+
+def _power_trials(
+    power_s: float, trial: Callable[[float, dict[str, Any], int], CheckResult]
+) -> list[str]:
+    """Run the study's trials through ``trial(slowdown, extra options, seed)``; table lines."""
+    from daemon.baselines import pool_samples
+
     runs = [trial(0.0, {}, i).details for i in range(3)]
     baseline = {
         "calibration": runs[0]["calibration"],

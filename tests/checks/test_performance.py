@@ -61,7 +61,7 @@ def run_fresh(
         )
     )
     done = subprocess.run(
-        [sys.executable, "-m", "tests.checks.perf_child", str(request), str(out)],
+        [sys.executable, "-m", "bench.perf_child", str(request), str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,

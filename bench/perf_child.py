@@ -1,13 +1,14 @@
 """Run the performance check once in a fresh process, as the daemon's child does.
 
 The daemon runs each daily check in a new process, so consecutive runs share nothing but
-the host; the tests that judge a rerun against a baseline do the same, through this module:
+the host; the regression power study and the tests that judge a rerun against a baseline
+do the same, through this module:
 
-    python -m tests.checks.perf_child REQUEST_JSON RESULT_JSON
+    python -m bench.perf_child REQUEST_JSON RESULT_JSON
 
-The request holds ``options``, ``profile_path`` (or null) and ``slowdown``, the share of
-extra CPU time the ``bench.checks`` slowed kernels spin after each call; the result file
-receives the check's result record, details included.
+The request holds ``options``, ``profile_path`` (or null), ``slowdown``, the share of extra
+CPU time the ``bench.checks`` slowed kernels spin after each call, and ``seed`` (7 when
+absent); the result file receives the check's result record, details included.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ def main(argv: list[str]) -> int:
     context = CheckContext(
         tier="daily",
         state_dir=Path(argv[0]).parent,
-        seed=7,
-        run_id="test",
+        seed=int(request.get("seed", 7)),
+        run_id="perf-child",
         options=request["options"],
         profile_path=None if profile_path is None else Path(profile_path),
     )
