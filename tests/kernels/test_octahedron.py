@@ -13,7 +13,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import scipy.optimize
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kernels import octahedron as o
@@ -65,14 +65,24 @@ def test_projection_is_contained(backend: Backend, z: Any, r: tuple[float, ...])
 
 @PROPERTY
 @given(z=quarter_arrays(), r=radii())
+@example(z=np.full((1, 44), 64.684845, dtype=np.float32), r=(1.0, 1.0, 1.0, 1.0))
 def test_projection_is_idempotent(backend: Backend, z: Any, r: tuple[float, ...]) -> None:
-    """Idempotence: projecting y again changes it by at most 1e-6 relative (plus rounding)."""
+    """Idempotence: projecting y again changes it by at most 1e-6 relative, plus rounding,
+    plus the float32 excess of y over its ball that the containment test allows."""
     profile = _with_radii(r)
     y = backend.project(z, profile)
     yy = backend.project(y, profile)
     scale = max(1.0, float(np.max(np.abs(y), initial=0)))
     n = z.shape[1] // 4
-    assert np.max(np.abs(yy - y)) <= 1e-6 * scale + backend.rounding(n, float(np.max(r)))
+    # y may lie outside its ball by the containment slack, c·eps32·‖z_q‖₁ (θ is rounded at
+    # the scale of z, not of y); projecting again removes that excess, spread over the
+    # m ≥ 1 active entries, so each moves by at most the whole excess. Found by Hypothesis:
+    # a constant quarter of 64.7 (‖z_q‖₁ = 712, r = 1) left ‖y_q‖₁ = 1 + 1.1e-4, and the
+    # second projection moved all 11 entries by 1.04e-5.
+    c = 4 if backend.sum_terms else 2
+    excess = c * float(np.finfo(np.float32).eps) * float(np.max(_quarter_l1(z)))
+    bound = 1e-6 * scale + backend.rounding(n, float(np.max(r))) + excess
+    assert np.max(np.abs(yy - y)) <= bound
 
 
 @PROPERTY
