@@ -26,11 +26,8 @@ ten trials per level, each a daily run of the three slowed kernels with its extr
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,8 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from checks.api import CheckResult
-
-ROOT = Path(__file__).resolve().parents[1]
 
 #: Mutable knob of :func:`slowed_octahedron`: the share of extra time each call spins.
 INJECTED: dict[str, float] = {"slowdown": 0.0}
@@ -134,22 +129,19 @@ def _ci_lines(daily: dict[str, Any]) -> list[str]:
 
 def _power(power_s: float) -> list[str]:
     """Run the regression power study for about ``power_s`` seconds; return table lines."""
+    from bench.perf_child import run_in_fresh_process
+
     options: dict[str, Any] = {
         "kernels": list(SLOWED),
         "extra_kernels": list(SLOWED_SPECS),
         "batches": ["small"],
     }
     with tempfile.TemporaryDirectory() as folder:
-        tmp = Path(folder)
 
         def trial(slowdown: float, extra: dict[str, Any], seed: int) -> CheckResult:
-            request, out = tmp / "request.json", tmp / "result.json"
-            request.write_text(
-                json.dumps({"options": {**options, **extra}, "slowdown": slowdown, "seed": seed})
+            return run_in_fresh_process(
+                Path(folder), {**options, **extra}, slowdown=slowdown, seed=seed
             )
-            argv = [sys.executable, "-m", "bench.perf_child", str(request), str(out)]
-            subprocess.run(argv, cwd=ROOT, check=True, capture_output=True, timeout=600)
-            return CheckResult.from_record(json.loads(out.read_text()))
 
         return _power_trials(power_s, trial)
 
@@ -170,7 +162,9 @@ def _power_trials(
     measured: dict[tuple[str, float], list[float]] = {key: [] for key in counts}
     deadline = time.perf_counter() + power_s
     seed = 100
-    while time.perf_counter() < deadline:
+    rounds = 0
+    while rounds == 0 or time.perf_counter() < deadline:  # at least one round of levels
+        rounds += 1
         for level in LEVELS:
             seed += 1
             result = trial(level, {"baseline": baseline}, seed)

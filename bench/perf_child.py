@@ -14,8 +14,46 @@ absent); the result file receives the check's result record, details included.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from checks.api import CheckResult
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_in_fresh_process(
+    folder: Path,
+    options: dict[str, Any],
+    *,
+    slowdown: float = 0.0,
+    seed: int = 7,
+    profile_path: Path | None = None,
+) -> CheckResult:
+    """Run the check through this module in a new process; request and result go in
+    ``folder``. Raises ``RuntimeError`` with the child's stderr when it fails."""
+    from checks.api import CheckResult
+
+    request, out = folder / "request.json", folder / "result.json"
+    request.write_text(
+        json.dumps(
+            {
+                "options": options,
+                "profile_path": None if profile_path is None else str(profile_path),
+                "slowdown": slowdown,
+                "seed": seed,
+            }
+        )
+    )
+    argv = [sys.executable, "-m", "bench.perf_child", str(request), str(out)]
+    # The timeout is a hang guard only.
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"perf_child exited {done.returncode}: {done.stderr}")
+    return CheckResult.from_record(json.loads(out.read_text()))
 
 
 def main(argv: list[str]) -> int:

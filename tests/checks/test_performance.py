@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench import checks as bench_checks
+from bench.perf_child import run_in_fresh_process
 from checks.api import UNIT_SUFFIXES, CheckContext, CheckResult
 from checks.performance import PerformanceCheck
 from daemon.baselines import pool_samples
@@ -21,7 +20,6 @@ from kernels.profile import Profile, canonical_profile, save_profile
 
 # No extra rounds: these tests are about verdicts, not the interval's width.
 FAST: dict[str, Any] = {"repetitions": 15, "warmup": 2, "extra_timing_s": 0}
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_check(tmp_path: Path, profile: Profile | None = None, **options: Any) -> CheckResult:
@@ -49,27 +47,7 @@ def run_fresh(
     if profile is not None:
         folder = tmp_path / f"profile-{profile.profile_id}"
         save_profile(profile, folder)
-    request = tmp_path / "request.json"
-    out = tmp_path / "result.json"
-    request.write_text(
-        json.dumps(
-            {
-                "options": options,
-                "profile_path": None if folder is None else str(folder),
-                "slowdown": slowdown,
-            }
-        )
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.perf_child", str(request), str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,  # a hang guard only
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return CheckResult.from_record(json.loads(out.read_text()))
+    return run_in_fresh_process(tmp_path, options, slowdown=slowdown, profile_path=folder)
 
 
 def baseline_of(*results: CheckResult) -> dict[str, Any]:
