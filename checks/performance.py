@@ -47,11 +47,14 @@ Measurements (labels ``kernel``, ``batch``, ``profile_id``, ``seed``):
     slower moves this one).
 ``normalized_slowdown_ratio``, ``regression_pvalue``, ``regression_threshold_ratio``,
 ``performance_regression_ratio``
-    median(kernel ÷ calibration, on CPU time) over the baseline's, minus 1; the one-sided
-    Mann–Whitney p-value of the ratios against the baseline's; the smallest slowdown that
-    counts (``min_effect``, widened by the baseline's run-to-run spread, pooled over the
-    kernel's batch configs: :func:`checks.stats.effect_threshold`); and the normalised
-    slowdown when p < ``alpha``
+    This run's level over the baseline's, minus 1. The level is the mean CPU time of the
+    kernel's fastest ``fast_share`` of calls over that of its calibration's
+    (:func:`checks.stats.fastest_share_ratio`: interference only adds time, so the fastest
+    calls are the steadiest); the baseline's is the geometric mean of its runs' levels.
+    Then the one-sided Mann–Whitney p-value of the per-call ratios kernel ÷ calibration
+    against the baseline's; the smallest slowdown that counts (``min_effect``, widened by
+    the run-to-run spread of the baseline's levels, pooled over the kernel's batch configs:
+    :func:`checks.stats.effect_threshold`); and the normalised slowdown when p < ``alpha``
     and it exceeds that threshold, else 0 (a kernel that got slower).
 ``memory_overhead_ratio``
     Peak memory over the baseline's, minus 1.
@@ -59,17 +62,19 @@ Measurements (labels ``kernel``, ``batch``, ``profile_id``, ``seed``):
 Plus ``peak_rss_bytes`` (labels ``profile_id``, ``seed``): the child process's peak RSS.
 Baseline-relative measurements are present only with a baseline; without one, a note says
 so and ``details["samples"]`` (always present) lets the daemon record one. Each entry of
-``samples`` carries its raw samples, ``run_ratio_medians`` (this run's median ratio, one
-value, so that pooled entries hold one per run), the ``profile_id`` and whether this run
-found a ``regressed`` kernel (the daemon pools only clean runs of the same profile into a
-baseline). ``details`` also carries the ``fingerprint`` record and its ``digest``.
+``samples`` carries its raw samples, ``run_ratio_medians`` and ``run_levels`` (this run's
+median ratio and level, one value each, so that pooled entries hold one per run), the
+``profile_id`` and whether this run found a ``regressed`` kernel (the daemon pools only
+clean runs of the same profile into a baseline). ``details`` also carries the
+``fingerprint`` record and its ``digest``.
 
 The inputs come from ``options["input_seed"]`` (0), not the run's seed: latency depends on
 the data, and a run must time the same inputs as its baseline. The ``seed`` label says which.
 
 Options: ``repetitions`` (40, the minimum per entry), ``rounds`` (8), ``ci_target`` (0.03),
 ``extra_share`` (5), ``extra_timing_s`` (25), ``warmup`` (3), ``alpha`` (0.002),
-``min_effect`` (0.10), ``spread_floor`` (0.05), ``spread_z`` (3), ``calibration_size``
+``min_effect`` (0.10), ``spread_floor`` (0.035), ``spread_z`` (3), ``fast_share`` (0.25),
+``calibration_size``
 (1024 columns), ``calibration_rounds`` (2), ``calibration_memory_mb`` (32), ``baseline``,
 ``baseline_state``, ``baselines``, and those of :mod:`checks.common`.
 
@@ -193,19 +198,36 @@ class _Case:
         ]
 
 
-def _companion_medians(
-    entries: Mapping[str, Any], kernel: str, kind: str, key: str
+def _run_levels(entry: Mapping[str, Any], share: float) -> list[float]:
+    """Return a baseline entry's per-run levels (:func:`checks.stats.fastest_share_ratio`).
+
+    An entry recorded before levels were stored gets one level from its pooled CPU times;
+    an entry without those either has none (empty list).
+    """
+    from checks.stats import fastest_share_ratio
+
+    levels = entry.get("run_levels")
+    if isinstance(levels, list):
+        return [float(v) for v in levels if isinstance(v, int | float) and v > 0]
+    kernel, calibration = entry.get("cpu_seconds"), entry.get("calibration_cpu_seconds")
+    if kernel and calibration:
+        return [fastest_share_ratio(kernel, calibration, share)]
+    return []
+
+
+def _companion_levels(
+    entries: Mapping[str, Any], kernel: str, kind: str, key: str, share: float
 ) -> list[list[float]]:
-    """Return the per-run ratio medians of the kernel's other baseline entries divided by the
-    same calibration kind: their run-to-run spread is pooled with entry ``key``'s."""
-    groups = []
-    for other, entry in entries.items():
-        if other == key or not isinstance(entry, Mapping) or entry.get("kernel") != kernel:
-            continue
-        medians = entry.get("run_ratio_medians")
-        if entry.get("calibration_kind") == kind and isinstance(medians, list):
-            groups.append([float(m) for m in medians if isinstance(m, int | float) and m > 0])
-    return groups
+    """Return the per-run levels of the kernel's other baseline entries divided by the same
+    calibration kind: their run-to-run spread is pooled with entry ``key``'s."""
+    return [
+        _run_levels(entry, share)
+        for other, entry in entries.items()
+        if other != key
+        and isinstance(entry, Mapping)
+        and entry.get("kernel") == kernel
+        and entry.get("calibration_kind") == kind
+    ]
 
 
 def _time_case(case: _Case, repetitions: int) -> None:
@@ -251,11 +273,13 @@ class PerformanceCheck:
 
         from checks.stats import (
             DEFAULT_ALPHA,
+            DEFAULT_FAST_SHARE,
             DEFAULT_MIN_EFFECT,
             DEFAULT_SPREAD_FLOOR,
             DEFAULT_SPREAD_Z,
             compare,
             effect_threshold,
+            fastest_share_ratio,
             median_ci,
         )
         from checks.timing import Calibration, peak_mlx_memory
@@ -274,6 +298,9 @@ class PerformanceCheck:
         min_effect = option_float(options, "min_effect", DEFAULT_MIN_EFFECT)
         spread_floor = option_float(options, "spread_floor", DEFAULT_SPREAD_FLOOR)
         spread_z = option_float(options, "spread_z", DEFAULT_SPREAD_Z)
+        fast_share = option_float(options, "fast_share", DEFAULT_FAST_SHARE)
+        if not 0 < fast_share <= 1:
+            raise ValueError(f"option fast_share must be in (0, 1], got {fast_share!r}")
         calibration = Calibration(
             size=option_int(options, "calibration_size", 1024),
             rounds=option_int(options, "calibration_rounds", 2),
@@ -350,6 +377,7 @@ class PerformanceCheck:
             lab = labels(kernel.name, profile, input_seed, batch=batch.name)
             lat = median_ci(case.kernel_wall)
             ratios = case.ratios
+            level = fastest_share_ratio(case.kernel_cpu, case.calibration_cpu, fast_share)
 
             def add(name: str, value: float, unit: str, lab: dict[str, str] = lab) -> None:
                 measurements.append(Measurement(name=name, value=value, unit=unit, labels=lab))
@@ -391,28 +419,37 @@ class PerformanceCheck:
             kind = learned.get("calibration_kind", kernel.character)
             if base_ratios and kind != kernel.character:
                 notes.append(f"{key}: baseline divided by the {kind} calibration: not compared")
+            base_levels = _run_levels(learned, fast_share)
             regressed = False
             if (
                 base_ratios
                 and len(base_ratios) >= 2
+                and base_levels
                 and same_calibration
                 and kind == kernel.character
             ):
-                run_medians = learned.get("run_ratio_medians") or [float(np.median(base_ratios))]
                 threshold = effect_threshold(
-                    run_medians,
+                    base_levels,
                     min_effect=min_effect,
                     spread_floor=spread_floor,
                     spread_z=spread_z,
-                    companions=_companion_medians(entries, kernel.name, kind, key),
+                    companions=_companion_levels(entries, kernel.name, kind, key, fast_share),
                 )
-                verdict = compare(ratios, base_ratios, alpha=alpha, min_effect=threshold)
+                # The shift is judged on the runs' levels (geometric mean of the baseline's).
+                base_level = float(np.exp(np.mean(np.log(base_levels))))
+                verdict = compare(
+                    ratios,
+                    base_ratios,
+                    alpha=alpha,
+                    min_effect=threshold,
+                    slowdown=level / base_level - 1,
+                )
                 regressed = verdict.regression > 0
                 add("normalized_slowdown_ratio", verdict.slowdown, "ratio")
                 add("regression_pvalue", verdict.pvalue, "pvalue")
                 add("regression_threshold_ratio", threshold, "ratio")
                 add("performance_regression_ratio", verdict.regression, "ratio")
-            elif learned and not base_ratios:
+            elif learned and not (base_ratios and base_levels):
                 notes.append(f"{key}: no learned ratio samples in the baseline")
             samples[key] = {
                 "kernel": kernel.name,
@@ -429,6 +466,7 @@ class PerformanceCheck:
                 "calibration_cpu_seconds": list(case.calibration_cpu),
                 "ratio": ratios,
                 "run_ratio_medians": [float(np.median(ratios))],
+                "run_levels": [level],
                 "peak_memory_bytes": peak,
             }
         measurements.append(

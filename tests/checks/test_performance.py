@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from bench import checks as bench_checks
 from bench.perf_child import run_in_fresh_process
 from checks.api import UNIT_SUFFIXES, CheckContext, CheckResult
 from checks.performance import PerformanceCheck
+from checks.stats import fastest_share_ratio
 from daemon.baselines import pool_samples
 from daemon.config import load_config
 from daemon.evaluator import Evaluator
@@ -262,6 +264,40 @@ def test_timings_are_never_compared_across_execution_modes(tmp_path: Path) -> No
     again = baseline_of(run_check(tmp_path, **options), result)
     rerun = run_check(tmp_path, conservative, **options, baseline=again)
     assert "octahedron/small" in values(rerun, "performance_regression_ratio")
+
+
+def test_normalised_slowdown_is_the_level_over_the_baselines(tmp_path: Path) -> None:
+    """The normalised slowdown is this run's level (fastest quarter of kernel CPU times over
+    the calibration's) over the geometric mean of the baseline runs' levels; a baseline
+    stored before levels were (no ``run_levels``) gets its level from its pooled CPU times."""
+    options = {"kernels": ["fisher"], "batches": ["small"], "extra_timing_s": 0}
+    key = "fisher/small/aggressive"
+    first, second = run_check(tmp_path, **options), run_check(tmp_path, **options)
+    baseline = baseline_of(first, second)
+    levels = baseline["entries"][key]["run_levels"]
+    assert levels == [r.details["samples"][key]["run_levels"][0] for r in (first, second)]
+    result = run_check(tmp_path, **options, baseline=baseline)
+    (level,) = result.details["samples"][key]["run_levels"]
+    assert level == fastest_share_ratio(
+        result.details["samples"][key]["cpu_seconds"],
+        result.details["samples"][key]["calibration_cpu_seconds"],
+    )
+    expected = level / math.sqrt(levels[0] * levels[1]) - 1
+    assert values(result, "normalized_slowdown_ratio")["fisher/small"] == pytest.approx(expected)
+
+    old = baseline_of(first)
+    del old["entries"][key]["run_levels"]
+    again = run_check(tmp_path, **options, baseline=old)
+    (level,) = again.details["samples"][key]["run_levels"]
+    assert values(again, "normalized_slowdown_ratio")["fisher/small"] == pytest.approx(
+        level / first.details["samples"][key]["run_levels"][0] - 1
+    )
+
+
+def test_a_bad_fast_share_is_refused(tmp_path: Path) -> None:
+    """A share of calls outside (0, 1] is an error naming the option."""
+    with pytest.raises(ValueError, match="fast_share"):
+        run_check(tmp_path, kernels=["fisher"], batches=["small"], fast_share=1.5)
 
 
 def test_configured_baselines_override_learned_ones(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 from checks.stats import (
     compare,
     effect_threshold,
+    fastest_share_ratio,
     loglog_slope,
     median_ci,
     probability_of_superiority,
@@ -101,6 +102,45 @@ def test_compare_rejects_bad_samples() -> None:
         compare([1.0, float("nan")], [1.0, 2.0])
     with pytest.raises(ValueError, match="positive"):
         compare([1.0, 2.0], [0.0, 0.0])
+
+
+def test_compare_judges_the_effect_it_is_given() -> None:
+    """A significant shift counts by the caller's effect estimate, not the medians' ratio."""
+    rng = np.random.default_rng(6)
+    base = rng.normal(1.0, 0.01, 40)
+    shifted = rng.normal(1.3, 0.01, 40)
+    assert compare(shifted, base, slowdown=0.05).regression == 0.0
+    assert compare(shifted, base, slowdown=0.2).regression == 0.2
+    assert compare(base, shifted, slowdown=0.2).regression == 0.0  # not significant
+
+
+def test_fastest_share_ratio_ignores_interference() -> None:
+    """Interference that slows 45 % of the calls by 1.2–3× moves the level under 2 % and the
+    median of per-call ratios over twice as far; a real 20 % slowdown of every call moves
+    the level by 20 %."""
+    rng = np.random.default_rng(7)
+    kernel = 0.010 * rng.lognormal(0, 0.03, 60)
+    calibration = 0.020 * rng.lognormal(0, 0.03, 60)
+    clean = fastest_share_ratio(kernel, calibration)
+    assert clean == pytest.approx(0.5, rel=0.05)
+    hit = rng.random(60) < 0.45
+    noisy = np.where(hit, kernel * rng.uniform(1.2, 3.0, 60), kernel)
+    level_moved = fastest_share_ratio(noisy, calibration) / clean - 1
+    median_moved = np.median(noisy / calibration) / np.median(kernel / calibration) - 1
+    assert abs(level_moved) < 0.02
+    assert median_moved > 2 * abs(level_moved)
+    assert fastest_share_ratio(kernel * 1.2, calibration) == pytest.approx(clean * 1.2)
+
+
+def test_fastest_share_ratio_uses_at_least_one_call_and_rejects_bad_input() -> None:
+    """A share smaller than one call still averages one; bad samples and shares are refused."""
+    assert fastest_share_ratio([3.0, 1.0], [2.0, 4.0], share=0.1) == 0.5
+    with pytest.raises(ValueError, match="both sides"):
+        fastest_share_ratio([], [1.0])
+    with pytest.raises(ValueError, match="share"):
+        fastest_share_ratio([1.0], [1.0], share=0.0)
+    with pytest.raises(ValueError, match="positive"):
+        fastest_share_ratio([1.0], [0.0])
 
 
 def test_probability_of_superiority_counts_ties_as_half() -> None:
