@@ -29,7 +29,7 @@ the last fingerprint seen; key ``fp:<digest>`` holds one baseline record::
      "entries": {"<kernel>/<batch>/<mode>[:<chunk_rows>]": {
          "latency_seconds": [...], "ratio": [...], "cpu_seconds": [...],
          "calibration_seconds": [...], "calibration_cpu_seconds": [...],
-         "run_ratio_medians": [one per run], "profile_id": str,
+         "run_ratio_medians": [one per run], "run_levels": [one per run], "profile_id": str,
          "peak_memory_bytes": int, ...}}}
 
 Configured baselines (``[checks.performance.options.baselines.<kernel>.<batch>]`` with
@@ -40,6 +40,7 @@ and override the learned figures field by field there; ``baseline show`` lists t
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -369,16 +370,24 @@ def record_command(config: Config, state_dir: Path, runs: int, out: TextIO) -> i
 
 
 def _summary(record: Mapping[str, Any], current: str | None) -> dict[str, Any]:
-    """Return a baseline record without raw samples: counts and medians per entry."""
+    """Return a baseline record without raw samples: counts, medians and levels per entry.
+
+    ``level`` is the geometric mean of the runs' levels (what the regression test compares
+    with) and ``level_spread`` the standard deviation of their logarithms, the run-to-run
+    spread that widens the threshold (null with fewer than two runs).
+    """
     entries = {}
     for key, entry in sorted(record.get("entries", {}).items()):
         lat = entry.get("latency_seconds") or [float("nan")]
         ratio = entry.get("ratio") or [float("nan")]
+        logs = [math.log(v) for v in entry.get("run_levels") or () if v > 0]
         entries[key] = {
             "samples": len(entry.get("latency_seconds", ())),
             "runs": _runs(entry),
             "median_latency_seconds": statistics.median(lat),
             "median_ratio": statistics.median(ratio),
+            "level": math.exp(statistics.fmean(logs)) if logs else None,
+            "level_spread": statistics.stdev(logs) if len(logs) >= 2 else None,
             "peak_memory_bytes": entry.get("peak_memory_bytes"),
         }
     return {
@@ -426,10 +435,14 @@ def show_command(config: Config, state_dir: Path, out: TextIO, as_json: bool) ->
             file=out,
         )
         for key, entry in record["entries"].items():
+            level = "-" if entry["level"] is None else f"{entry['level']:.3f}"
+            if entry["level_spread"] is not None:
+                level += f" ±{entry['level_spread'] * 100:.1f} %"
             print(
                 f"  {key:<36} n={entry['samples']:<4} runs={entry['runs']:<2} "
                 f"median {entry['median_latency_seconds'] * 1e3:9.3f} ms"
-                f"  ratio {entry['median_ratio']:.3f}  peak {entry['peak_memory_bytes']} B",
+                f"  ratio {entry['median_ratio']:.3f}  level {level}"
+                f"  peak {entry['peak_memory_bytes']} B",
                 file=out,
             )
     for kernel, batches in sorted(configured.items()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -239,6 +240,25 @@ def test_show_lists_learned_and_configured_baselines(tmp_path: Path) -> None:
     assert payload["current"] == FP.digest()
     assert payload["learned"][0]["entries"][KEY]["samples"] == 2
     assert payload["configured"]["octahedron"]["small"]["latency_seconds"] == 0.005
+
+
+def test_show_gives_each_entrys_level_and_its_run_to_run_spread(tmp_path: Path) -> None:
+    """The level is the geometric mean of the pooled runs' levels, the spread the sd of their
+    logarithms: the figures the regression threshold is built from."""
+    layout = StateLayout(tmp_path)
+    layout.create()
+    with StateStore.open(layout.database) as store:
+        harness = Harness(store)
+        for level in (0.5, 0.55):
+            harness.completed(FP, {KEY: {**SAMPLES[KEY], "run_levels": [level]}})
+    out = io.StringIO()
+    assert show_command(load_config(), tmp_path, out, as_json=True) == 0
+    entry = json.loads(out.getvalue())["learned"][0]["entries"][KEY]
+    assert entry["level"] == pytest.approx(math.sqrt(0.5 * 0.55))
+    assert entry["level_spread"] == pytest.approx(math.log(1.1) / math.sqrt(2))
+    out = io.StringIO()
+    assert show_command(load_config(), tmp_path, out, as_json=False) == 0
+    assert "level 0.524 ±6.7 %" in out.getvalue()
 
 
 def test_show_without_state_says_none(tmp_path: Path) -> None:
