@@ -160,6 +160,7 @@ def _power_trials(
     # per kernel and level: trials, flagged (10 % min effect), flagged (5 %), measured slowdowns
     counts = {(k, lv): [0, 0, 0] for k in SLOWED for lv in LEVELS}
     measured: dict[tuple[str, float], list[float]] = {key: [] for key in counts}
+    thresholds: dict[str, float] = {}
     deadline = time.perf_counter() + power_s
     seed = 100
     rounds = 0
@@ -179,6 +180,7 @@ def _power_trials(
                 counts[key][1] += values["performance_regression_ratio"] > 0
                 counts[key][2] += values["regression_pvalue"] < 0.002 and slowdown > 0.05
                 measured[key].append(slowdown)
+                thresholds[kernel] = values["regression_threshold_ratio"]  # one baseline
     lines = [
         "regression power (batch small, default reps/trial, baseline pooled from 3 clean runs, "
         f"{power_s:.0f} s, levels round-robin):",
@@ -186,6 +188,7 @@ def _power_trials(
         "widened threshold)  (plain 5 % min effect)",
     ]
     for kernel in SLOWED:
+        lines.append(f"  {kernel}: threshold {thresholds[kernel] * 100:.1f} % (from the baseline)")
         for level in LEVELS:
             n, f10, f5 = counts[(kernel, level)]
             med = statistics.median(measured[(kernel, level)]) * 100
