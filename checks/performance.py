@@ -73,7 +73,7 @@ the data, and a run must time the same inputs as its baseline. The ``seed`` labe
 
 Options: ``repetitions`` (40, the minimum per entry), ``rounds`` (8), ``ci_target`` (0.03),
 ``extra_share`` (5), ``extra_timing_s`` (25), ``warmup`` (3), ``alpha`` (0.002),
-``min_effect`` (0.10), ``spread_floor`` (0.035), ``spread_z`` (3), ``fast_share`` (0.25),
+``min_effect`` (0.10), ``spread_floor`` (0.05), ``spread_z`` (3), ``fast_share`` (0.25),
 ``calibration_size`` (1024 columns), ``calibration_rounds`` (2), ``calibration_memory_mb``
 (32), ``baseline``, ``baseline_state``, ``baselines``, and those of :mod:`checks.common`.
 
