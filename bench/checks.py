@@ -8,19 +8,21 @@
    kernel × batch config (budget: ≤ 3 %);
 3. the power of the daily regression test: user kernels wrapping every built-in kernel
    (:func:`slowed_octahedron`, :func:`slowed_fisher`, :func:`slowed_quantum`) spin for
-   ``slowdown`` × their own CPU time after each call; a baseline is pooled from three clean
-   runs (as ``baseline record --runs 3``), then clean trials and trials slowed by 5, 10, 20
+   ``slowdown`` × their own CPU time after each call; a baseline is pooled from five clean
+   runs (as ``baseline record``), then clean trials and trials slowed by 5, 10, 20
    and 30 % run round-robin for ``power_s`` seconds. Every run, baseline runs included, is a
    fresh process (:mod:`bench.perf_child`), as the daemon's daily runs are: trials in one
    process would miss the drift between processes, and would drift away from a baseline
    recorded at the process's start (measured: clean trials 2–8 % faster than it after a few
    minutes). A trial is flagged when ``performance_regression_ratio`` > 0 (p < 0.002 and a
-   slowdown above ``regression_threshold_ratio``: the 10 % minimum effect widened by the
-   baseline's run-to-run spread, see :func:`checks.stats.effect_threshold`); the table also
-   shows the rate with a plain 5 % minimum effect, from the same trials.
+   slowdown above ``regression_threshold_ratio``, the 10 % minimum effect widened by the
+   baseline's run-to-run spread, see :func:`checks.stats.effect_threshold`, in the first
+   pass and in its re-timing ``confirm_after_s`` later); the table also shows the rate
+   of p < 0.002 with a reported slowdown over a plain 5 %, from the same trials.
 
 Set ``KERNELWATCH_BENCH_POWER_S`` to change the power study's duration (default 600 s: about
-ten trials per level, each a daily run of the three slowed kernels with its extra rounds).
+five trials per level, each a daily run of the three slowed kernels with its extra rounds,
+and a 30 s pause before the re-timing of a slowdown that crossed the threshold).
 """
 
 from __future__ import annotations
@@ -150,9 +152,9 @@ def _power_trials(
     power_s: float, trial: Callable[[float, dict[str, Any], int], CheckResult]
 ) -> list[str]:
     """Run the study's trials through ``trial(slowdown, extra options, seed)``; table lines."""
-    from daemon.baselines import pool_samples
+    from daemon.baselines import BASELINE_RUNS, pool_samples
 
-    runs = [trial(0.0, {}, i).details for i in range(3)]
+    runs = [trial(0.0, {}, i).details for i in range(BASELINE_RUNS)]
     baseline = {
         "calibration": runs[0]["calibration"],
         "entries": pool_samples([r["samples"] for r in runs]),
@@ -182,7 +184,8 @@ def _power_trials(
                 measured[key].append(slowdown)
                 thresholds[kernel] = values["regression_threshold_ratio"]  # one baseline
     lines = [
-        "regression power (batch small, default reps/trial, baseline pooled from 3 clean runs, "
+        f"regression power (batch small, default options, baseline pooled from {BASELINE_RUNS} "
+        "clean runs, "
         f"{power_s:.0f} s, levels round-robin):",
         "  kernel             injected  trials  median measured  flagged (default: spread-"
         "widened threshold)  (plain 5 % min effect)",

@@ -62,8 +62,10 @@ __all__ = [
 ]
 
 NAMESPACE: Final = "baselines"
-#: Runs the daemon pools into a learned baseline entry before it stops learning it.
-BASELINE_RUNS: Final = 3
+#: Runs the daemon pools into a learned baseline entry before it stops learning it: five
+#: days of daily runs see more of a host's states than three, and a five-run level is
+#: steadier (see :data:`checks.stats.DEFAULT_SPREAD_Z`).
+BASELINE_RUNS: Final = 5
 CHECK: Final = "performance"
 _CURRENT: Final = "current"
 _PREFIX: Final = "fp:"

@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = p.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
     b = bsub.add_parser("record", parents=[common], help="run the daily tier N times, store it")
     b.add_argument(
-        "--runs", type=positive_int, default=3, help="number of runs to pool (default 3)"
+        "--runs",
+        type=positive_int,
+        help="number of runs to pool (default: as many as the daemon learns from)",
     )
     b = bsub.add_parser("show", parents=[common], help="the stored baselines per fingerprint")
     b.add_argument("--json", action="store_true")
@@ -171,9 +173,10 @@ def _run(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
 
 @command("baseline.record")
 def _baseline_record(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
-    from daemon.baselines import record_command
+    from daemon.baselines import BASELINE_RUNS, record_command
 
-    return record_command(config, state_dir, args.runs, sys.stdout)
+    runs = BASELINE_RUNS if args.runs is None else args.runs
+    return record_command(config, state_dir, runs, sys.stdout)
 
 
 @command("baseline.show")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from checks.stats import (
+    DEFAULT_SPREAD_Z,
     compare,
     effect_threshold,
     fastest_share_ratio,
@@ -164,7 +165,7 @@ def test_effect_threshold_pools_the_spread_of_companion_entries() -> None:
     logs = [np.log(noisy), np.log(quiet)]
     squares = sum(float(np.sum((g - g.mean()) ** 2)) for g in logs)
     pooled = math.sqrt(squares / 4)
-    expected = math.expm1(3 * pooled * math.sqrt(1 + 1 / 3))
+    expected = math.expm1(DEFAULT_SPREAD_Z * pooled * math.sqrt(1 + 1 / 3))
     both = effect_threshold(noisy, spread_floor=0.0, companions=[quiet])
     assert both == pytest.approx(expected, rel=1e-12)
     assert both < effect_threshold(noisy, spread_floor=0.0)

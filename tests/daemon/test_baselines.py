@@ -117,21 +117,22 @@ def test_first_run_records_a_baseline(harness: Harness) -> None:
 
 
 def test_the_first_runs_are_pooled_into_the_baseline(harness: Harness) -> None:
-    """Runs of the same profile pool into the baseline until it holds BASELINE_RUNS runs."""
-    for median in (0.55, 0.6, 0.65, 9.0):
+    """Runs of the same profile pool into the baseline until it holds BASELINE_RUNS (5) runs;
+    later runs leave it as it is."""
+    medians = [0.55, 0.6, 0.65, 0.7, 0.75]
+    assert len(medians) == BASELINE_RUNS
+    for median in [*medians, 9.0]:
         run = {KEY: {**SAMPLES[KEY], "ratio": [median] * 2, "run_ratio_medians": [median]}}
         harness.completed(FP, run)
     assert [e.reason for e in harness.events if isinstance(e, BaselineRecorded)] == [
         "first run",
-        "pooled run",
-        "pooled run",
+        *["pooled run"] * (BASELINE_RUNS - 1),
     ]
-    assert BASELINE_RUNS == 3
     baseline = harness.keeper.options_for("performance", "daily")["baseline"]
     entry = baseline["entries"][KEY]
-    assert entry["run_ratio_medians"] == [0.55, 0.6, 0.65]
-    assert len(entry["latency_seconds"]) == 6
-    assert baseline["runs"] == 3
+    assert entry["run_ratio_medians"] == medians
+    assert len(entry["latency_seconds"]) == 2 * BASELINE_RUNS
+    assert baseline["runs"] == BASELINE_RUNS
 
 
 @pytest.mark.parametrize(
