@@ -197,7 +197,8 @@ DAILY_RULES = ("memory_overhead", "cache_efficiency", "performance_regression", 
 
 def performance_options(batches: list[str]) -> str:
     """Small options: the octahedron only, a few batch configs, 12 timed calls (a one-sided
-    Mann–Whitney test of 12 against 12 can reach p = 1/C(24, 12) ≈ 4e-7, below alpha)."""
+    Mann–Whitney test of 12 against 12 can reach p = 1/C(24, 12) ≈ 4e-7, below alpha), and
+    a 5 s pause before a crossing is re-timed (the drills slow the kernel on every call)."""
     names = ", ".join(f'"{b}"' for b in batches)
     return f"""
 [checks.performance]
@@ -208,6 +209,7 @@ batches = [{names}]
 repetitions = 12
 warmup = 2
 extra_timing_s = 0
+confirm_after_s = 5.0
 """
 
 
