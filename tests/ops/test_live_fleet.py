@@ -108,12 +108,15 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     try:
         instances = tuple(start_daemon(processes, root, f"daemon-{i}") for i in range(DAEMONS))
         url = start_prometheus(processes, root, name="prometheus", targets=instances)
-        # Runs are serial (one check at a time); each run gets its own bounded wait.
+        # Runs are serial (one check at a time); each run gets its own bounded wait. A daily
+        # run takes 25-50 s here, and a crossing (the two daemons share two cores) adds the
+        # 30 s pause before its re-timing and the re-timing itself.
         for done, tier in enumerate(TIERS, start=1):
             for instance in instances:
                 wait_until(
                     f"the daemon at {instance} to complete its {tier} run ({done} runs)",
                     lambda instance=instance, done=done: runs_completed(instance) >= done,
+                    timeout_s=180,
                     diagnostics=processes.logs,
                 )
         # One drill on the first daemon: detection → ThresholdCrossed → recovery, verified.
