@@ -130,9 +130,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             "--state-dir",
             str(root / "daemon-0-state"),
         )
+        # The repair's verification queues behind the daily run the profile change started.
         wait_until(
             f"the daemon at {drilled} to repair the drill",
             lambda: 'outcome="succeeded"' in http_get(f"http://{drilled}/metrics"),
+            timeout_s=180,
             diagnostics=processes.logs,
         )
         # Then until Prometheus has a scrape of both taken after the runs completed.
