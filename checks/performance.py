@@ -304,19 +304,24 @@ def _reference(
     min_effect: float,
     spread_floor: float,
     spread_z: float,
-) -> _Reference | None:
-    """Return what ``case`` is judged against, or None when its learned baseline entry is
-    missing, has too few ratios or levels, or was divided by another calibration kind."""
+) -> tuple[_Reference | None, str | None]:
+    """Return what ``case`` is judged against, and a note when its learned baseline entry
+    cannot be used: it was divided by another calibration kind, or lacks ratios or levels.
+    No reference and no note when there is no learned entry."""
     from checks.stats import effect_threshold
 
     learned = entries.get(case.key)
-    if not isinstance(learned, Mapping):
-        return None
+    if not isinstance(learned, Mapping) or not learned:
+        return None, None
     ratios = learned.get("ratio")
     kind = learned.get("calibration_kind", case.kernel.character)
     levels = _run_levels(learned, share)
-    if not (ratios and len(ratios) >= 2 and levels) or kind != case.kernel.character:
-        return None
+    if ratios and kind != case.kernel.character:
+        return None, f"{case.key}: baseline divided by the {kind} calibration: not compared"
+    if not (ratios and levels):
+        return None, f"{case.key}: no learned ratio samples in the baseline"
+    if len(ratios) < 2:
+        return None, None
     threshold = effect_threshold(
         levels,
         min_effect=min_effect,
@@ -325,7 +330,7 @@ def _reference(
         companions=_companion_levels(entries, case.kernel.name, kind, case.key, share),
     )
     level = math.exp(sum(math.log(v) for v in levels) / len(levels))
-    return _Reference(ratios=[float(r) for r in ratios], level=level, threshold=threshold)
+    return _Reference(ratios=[float(r) for r in ratios], level=level, threshold=threshold), None
 
 
 def _time_case(case: _Case, repetitions: int) -> None:
@@ -472,22 +477,20 @@ class PerformanceCheck:
         # Step 3: a slowdown over its threshold is timed again after a pause and judged on
         # both passes. The host's slow states last about a minute and move every kernel at
         # once (see checks.stats.DEFAULT_SPREAD_FLOOR); a real regression survives the pause.
-        references = {
-            case.key: ref
-            for case in cases
-            if same_calibration
-            and (
-                ref := _reference(
-                    entries,
-                    case,
-                    share=fast_share,
-                    min_effect=min_effect,
-                    spread_floor=spread_floor,
-                    spread_z=spread_z,
-                )
+        references: dict[str, _Reference] = {}
+        for case in cases:
+            reference, note = _reference(
+                entries,
+                case,
+                share=fast_share,
+                min_effect=min_effect,
+                spread_floor=spread_floor,
+                spread_z=spread_z,
             )
-            is not None
-        }
+            if note is not None:
+                notes.append(note)
+            if reference is not None and same_calibration:
+                references[case.key] = reference
         crossed = [
             case
             for case in cases
@@ -553,11 +556,6 @@ class PerformanceCheck:
             base_peak = configured.get("peak_memory_bytes", memory_entry.get("peak_memory_bytes"))
             if base_peak:
                 add("memory_overhead_ratio", peak / float(base_peak) - 1, "ratio")
-            base_ratios = learned.get("ratio")
-            kind = learned.get("calibration_kind", kernel.character)
-            if base_ratios and kind != kernel.character:
-                notes.append(f"{key}: baseline divided by the {kind} calibration: not compared")
-            base_levels = _run_levels(learned, fast_share)
             reference = references.get(key)
             regressed = False
             if reference is not None:
@@ -575,8 +573,6 @@ class PerformanceCheck:
                         f"{again:.1%}; judged on both: {verdict.slowdown:.1%}, "
                         + ("a regression" if regressed else "not a regression")
                     )
-            elif learned and not (base_ratios and base_levels):
-                notes.append(f"{key}: no learned ratio samples in the baseline")
             samples[key] = {
                 "kernel": kernel.name,
                 "batch": batch.name,
