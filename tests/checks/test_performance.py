@@ -305,10 +305,12 @@ TRANSIENT: dict[str, Any] = {
 TRANSIENT_ENTRY = "fisher_transient/small"
 
 
-def run_transient(tmp_path: Path, slow_calls: int, **options: Any) -> CheckResult:
-    """Run the check on ``fisher_transient`` with its next ``slow_calls`` calls taking twice
-    their time."""
-    _transient.SLOW_CALLS.update(left=slow_calls, factor=2.0)
+def run_transient(
+    tmp_path: Path, slow_calls: int, factor: float = 2.0, **options: Any
+) -> CheckResult:
+    """Run the check on ``fisher_transient`` with its next ``slow_calls`` calls taking
+    ``factor`` times their time."""
+    _transient.SLOW_CALLS.update(left=slow_calls, factor=factor)
     try:
         return run_check(tmp_path, **TRANSIENT, **options)
     finally:
@@ -321,18 +323,24 @@ def test_a_slowdown_gone_by_the_retiming_is_not_a_regression(tmp_path: Path) -> 
     the level of both passes together would have called one; a note gives each pass."""
     baseline = baseline_of(run_transient(tmp_path, 0), run_transient(tmp_path, 0))
     base = math.sqrt(math.prod(baseline["entries"][TRANSIENT_ENTRY + "/aggressive"]["run_levels"]))
-    # The warm-up calls and the first pass are slow; the re-timing is not. (alpha 0.05: with
-    # 15 calls a pass, half of them slow, the Mann–Whitney p is about 0.01.)
+    # The warm-up calls and the first pass are slow (three times the work); the re-timing is
+    # not. A fixed 20 % threshold (spread_z 0), since two in-process baseline runs can
+    # spread widely; alpha 0.05: with 15 calls a pass, half of them slow, the Mann–Whitney
+    # p is about 0.01.
     result = run_transient(
         tmp_path,
         FAST["warmup"] + FAST["repetitions"],
+        factor=3.0,
         baseline=baseline,
         confirm_after_s=0.5,
         alpha=0.05,
+        min_effect=0.2,
+        spread_z=0.0,
     )
     entry = result.details["samples"][TRANSIENT_ENTRY + "/aggressive"]
     first, again = entry["pass_levels"]
     threshold = values(result, "regression_threshold_ratio")[TRANSIENT_ENTRY]
+    assert threshold == pytest.approx(0.2)
     assert first / base - 1 > threshold > again / base - 1
     slowdown = values(result, "normalized_slowdown_ratio")[TRANSIENT_ENTRY]
     assert slowdown == pytest.approx(math.sqrt(first * again) / base - 1)
@@ -355,7 +363,7 @@ def test_a_slowdown_that_lasts_through_the_retiming_is_a_regression(tmp_path: Pa
     clean = run_transient(tmp_path, 0, baseline=baseline, confirm_after_s=0.5, min_effect=5.0)
     assert len(clean.details["samples"][TRANSIENT_ENTRY + "/aggressive"]["pass_levels"]) == 1
     assert not any("re-timed" in n for n in clean.notes)
-    result = run_transient(tmp_path, 10_000, baseline=baseline, confirm_after_s=0.5)
+    result = run_transient(tmp_path, 10_000, factor=3.0, baseline=baseline, confirm_after_s=0.5)
     entry = result.details["samples"][TRANSIENT_ENTRY + "/aggressive"]
     assert len(entry["pass_levels"]) == 2
     regression = values(result, "performance_regression_ratio")[TRANSIENT_ENTRY]
