@@ -16,6 +16,7 @@ Nothing here imports MLX at module import time; :func:`load_kernels` does, when 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -59,12 +60,30 @@ def option_int(options: Mapping[str, Any], key: str, default: int, *, minimum: i
     return value
 
 
-def option_float(options: Mapping[str, Any], key: str, default: float) -> float:
-    """Return the numeric option ``key`` as a float (default ``default``)."""
+def option_float(
+    options: Mapping[str, Any],
+    key: str,
+    default: float,
+    *,
+    low: float = 0.0,
+    high: float = math.inf,
+    low_open: bool = False,
+) -> float:
+    """Return the numeric option ``key`` as a float (default ``default``), refusing values
+    outside [``low``, ``high``] (``(low, high]`` when ``low_open``), NaN and infinities.
+
+    An out-of-range statistical option is refused rather than clamped: a NaN ``alpha``, say,
+    would otherwise silently turn a test off.
+    """
     value = options.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"option {key!r} must be a number, got {value!r}")
-    return float(value)
+    number = float(value)
+    above_low = number > low if low_open else number >= low
+    if not (math.isfinite(number) and above_low and number <= high):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ValueError(f"option {key!r} must be in {interval}, got {value!r}")
+    return number
 
 
 def load_active_profile(context: CheckContext) -> Profile:

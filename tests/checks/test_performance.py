@@ -319,21 +319,22 @@ def run_transient(
 
 def test_a_slowdown_gone_by_the_retiming_is_not_a_regression(tmp_path: Path) -> None:
     """A first pass over the threshold is timed again after ``confirm_after_s``. When the
-    slowdown has passed by then, there is no regression, although the Mann–Whitney test and
-    the level of both passes together would have called one; a note gives each pass."""
+    slowdown has passed by then, there is no regression, although the level of both passes
+    together is over the threshold; a note gives each pass."""
     baseline = baseline_of(run_transient(tmp_path, 0), run_transient(tmp_path, 0))
     base = math.sqrt(math.prod(baseline["entries"][TRANSIENT_ENTRY + "/aggressive"]["run_levels"]))
     # The warm-up calls and the first pass are slow (three times the work); the re-timing is
     # not. A fixed 20 % threshold (spread_z 0), since two in-process baseline runs can
-    # spread widely; alpha 0.05: with 15 calls a pass, half of them slow, the Mann–Whitney
-    # p is about 0.01.
+    # spread widely. alpha 1 opens the Mann–Whitney gate, so only the levels decide: its p
+    # depends on whether the clean half runs faster or slower than the baseline runs did
+    # (0.13 in one CI run), which is not what this test is about.
     result = run_transient(
         tmp_path,
         FAST["warmup"] + FAST["repetitions"],
         factor=3.0,
         baseline=baseline,
         confirm_after_s=0.5,
-        alpha=0.05,
+        alpha=1.0,
         min_effect=0.2,
         spread_z=0.0,
     )
@@ -345,7 +346,6 @@ def test_a_slowdown_gone_by_the_retiming_is_not_a_regression(tmp_path: Path) -> 
     slowdown = values(result, "normalized_slowdown_ratio")[TRANSIENT_ENTRY]
     assert slowdown == pytest.approx(math.sqrt(first * again) / base - 1)
     assert slowdown > threshold
-    assert values(result, "regression_pvalue")[TRANSIENT_ENTRY] < 0.05
     assert values(result, "performance_regression_ratio") == {TRANSIENT_ENTRY: 0.0}
     assert issues(result) == set()
     assert entry["regressed"] is False
@@ -386,18 +386,30 @@ def test_no_retiming_when_confirmation_is_off(tmp_path: Path) -> None:
     assert values(result, "performance_regression_ratio")[TRANSIENT_ENTRY] > 0.5
 
 
-def test_a_bad_fast_share_is_refused(tmp_path: Path) -> None:
-    """A share of calls outside (0, 1] is an error naming the option."""
-    with pytest.raises(ValueError, match="fast_share"):
-        run_check(tmp_path, kernels=["fisher"], batches=["small"], fast_share=1.5)
-
-
-@pytest.mark.parametrize("pause", [-1.0, float("nan"), 301.0])
-def test_a_bad_confirmation_pause_is_refused(tmp_path: Path, pause: float) -> None:
-    """A pause before the re-timing that is negative, not a number or longer than the
-    check's timeout is an error naming the option."""
-    with pytest.raises(ValueError, match="confirm_after_s"):
-        run_check(tmp_path, kernels=["fisher"], batches=["small"], confirm_after_s=pause)
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("fast_share", 1.5),
+        ("fast_share", 0.0),
+        ("confirm_after_s", -1.0),
+        ("confirm_after_s", float("nan")),
+        ("confirm_after_s", 301.0),
+        ("alpha", 0.0),
+        ("alpha", float("nan")),
+        ("alpha", 1.5),
+        ("min_effect", -0.1),
+        ("spread_z", float("inf")),
+        ("spread_floor", -0.01),
+        ("ci_target", 0.0),
+        ("extra_timing_s", 301.0),
+        ("alpha", "0.01"),
+    ],
+)
+def test_a_bad_numeric_option_is_refused(tmp_path: Path, option: str, value: Any) -> None:
+    """A share outside (0, 1], a negative effect, a pause longer than the check's timeout,
+    NaN, infinity or a string is an error that names the option, before anything is timed."""
+    with pytest.raises(ValueError, match=f"option '{option}' must be"):
+        run_check(tmp_path, kernels=["fisher"], batches=["small"], **{option: value})
 
 
 def test_configured_baselines_override_learned_ones(tmp_path: Path) -> None:
