@@ -243,15 +243,19 @@ class BaselineKeeper:
         Into an existing baseline, entries (kernel × batch × mode) it lacks are added, with
         reason ``"new entries"``, and entries still short of :data:`BASELINE_RUNS` runs pool
         this run's samples of the same profile when it found no regression (``"pooled
-        run"``). Returns whether anything was stored; publishes ``BaselineRecorded`` when it
-        was.
+        run"``). A baseline timed against other calibration workloads (an upgrade changed
+        them) cannot be compared with, so this run's samples replace it (``"calibration
+        changed"``). Returns whether anything was stored; publishes ``BaselineRecorded``
+        when it was.
         """
         key = _PREFIX + digest
         with self._store.transaction():
             existing = self._store.get_json(NAMESPACE, key)
-            if isinstance(existing, dict) and existing.get("entries") and not replace:
-                if existing.get("calibration") != calibration:
-                    return False
+            if replace or not isinstance(existing, dict) or not existing.get("entries"):
+                existing = None
+            elif existing.get("calibration") != calibration:
+                existing, reason = None, "calibration changed"
+            if existing is not None:
                 have = existing["entries"]
                 missing = {k: v for k, v in samples.items() if k not in have}
                 pooled = {

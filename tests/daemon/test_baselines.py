@@ -69,7 +69,9 @@ class Harness:
             fingerprint=lambda: self.fingerprint,
         )
 
-    def completed(self, fingerprint: Fingerprint, samples: Any = SAMPLES) -> None:
+    def completed(
+        self, fingerprint: Fingerprint, samples: Any = SAMPLES, calibration: str = "cal-1"
+    ) -> None:
         """Deliver a CheckCompleted of the performance check to the keeper."""
         self.keeper.observe(
             CheckCompleted(
@@ -81,7 +83,7 @@ class Harness:
                 measurements=(Measurement(name="x_count", value=1, unit="count"),),
                 details={
                     "samples": samples,
-                    "calibration": "cal-1",
+                    "calibration": calibration,
                     "fingerprint": fingerprint.to_record(),
                     "digest": fingerprint.digest(),
                 },
@@ -148,6 +150,22 @@ def test_a_run_of_another_profile_or_a_regressed_run_is_not_pooled(
     assert len(harness.events) == 1
     baseline = harness.keeper.options_for("performance", "daily")["baseline"]
     assert baseline["entries"][KEY]["ratio"] == [0.5, 0.6]
+
+
+def test_a_run_with_other_calibration_workloads_starts_a_new_baseline(harness: Harness) -> None:
+    """After an upgrade that changed the calibration workloads, the old baseline cannot be
+    compared with: the next run replaces it and says why, and later runs pool into it."""
+    harness.completed(FP)
+    moved = {KEY: {**SAMPLES[KEY], "ratio": [2.0, 2.1]}}
+    harness.completed(FP, moved, calibration="cal-2")
+    assert harness.events[-1] == BaselineRecorded(
+        fingerprint=FP.digest(), samples=2, reason="calibration changed"
+    )
+    baseline = harness.keeper.options_for("performance", "daily")["baseline"]
+    assert baseline["calibration"] == "cal-2"
+    assert baseline["entries"][KEY]["ratio"] == [2.0, 2.1]
+    harness.completed(FP, moved, calibration="cal-2")
+    assert harness.events[-1].reason == "pooled run"
 
 
 def test_new_execution_mode_entries_are_added(harness: Harness) -> None:
