@@ -75,7 +75,7 @@ def _slowed(kernel: str) -> Any:
 
 
 def slowed_octahedron() -> Any:
-    """Return ``octahedron_slowed`` (memory-bound: the noisiest ratio on a busy host)."""
+    """Return ``octahedron_slowed`` (dispatch-bound: the noisiest ratio on a busy host)."""
     return _slowed("octahedron")
 
 

@@ -81,8 +81,9 @@ def option_float(
     number = float(value)
     above_low = number > low if low_open else number >= low
     if not (math.isfinite(number) and above_low and number <= high):
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-        raise ValueError(f"option {key!r} must be in {interval}, got {value!r}")
+        above = f"{'>' if low_open else '>='} {low:g}"
+        allowed = f"a finite number {above}" + ("" if math.isinf(high) else f" and <= {high:g}")
+        raise ValueError(f"option {key!r} must be {allowed}, got {value!r}")
     return number
 
 

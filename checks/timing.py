@@ -19,26 +19,36 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-__all__ = ["Calibration", "TimedSamples", "peak_mlx_memory", "time_interleaved"]
+__all__ = ["DISPATCH_STEPS", "Calibration", "TimedSamples", "peak_mlx_memory", "time_interleaved"]
+
+#: Operation pairs in one call of the ``dispatch`` calibration workload.
+DISPATCH_STEPS = 6
 
 
 @dataclass(frozen=True, slots=True)
 class Calibration:
-    """Two fixed compiled MLX workloads: one bound by arithmetic, one by memory traffic.
+    """Three fixed MLX workloads: bound by arithmetic, by memory traffic, and by dispatch.
 
-    ``compute``: elementwise work and row reductions on (256, ``size``), a few ms, held in
-    cache. ``memory``: one streaming pass (multiply-add, row sums) over a ``memory_mb`` MB
-    array, far larger than the caches. A kernel's time is divided by the workload of its
-    own character (:attr:`kernels.registry.Kernel.character`): a neighbour that loads the
-    other hardware thread of the core with arithmetic slows compute-bound work, and one
-    that streams memory slows memory-bound work, so only a workload of the same character
-    moves with the kernel. Measured on the 2-core reference host over 12 runs with no,
-    CPU-bound and memory-streaming neighbours: the run-to-run spread (sd) of the
-    octahedron's median ratio was 3.5–5.9 % against ``compute`` and 2.9–4.7 % against
-    ``memory``; the Fisher kernel's 7.7–10 % and 4.3–5.8 %; the quantum kernel's 7.9–8.1 %
-    and 10–11 %. Its ``spec`` names both workloads and their sizes; ratios are only
-    comparable between runs with the same spec, so baselines store it.
+    ``compute``: elementwise work and row reductions on (256, ``size``), compiled, a few ms,
+    held in cache. ``memory``: one compiled streaming pass (multiply-add, row sums) over a
+    ``memory_mb`` MB array, far larger than the caches. ``dispatch``: a chain of small
+    uncompiled MLX operations (absolute value, row means, a sort of 64 columns, a
+    broadcast) over a (256, ``size``) array copied in from NumPy and back, about 8 ms: its
+    time goes to launching operations and moving a cache-resident megabyte, as the array
+    kernels' does. A kernel's time is divided by the workload of its own character
+    (:attr:`kernels.registry.Kernel.character`), the one a neighbour slows alike. Measured
+    on the 2-core reference host over 12 runs with no, CPU-bound and memory-streaming
+    neighbours: the run-to-run spread (sd) of the octahedron's median ratio was 3.5–5.9 %
+    against ``compute`` and 2.9–4.7 % against ``memory``; the Fisher kernel's 7.7–10 % and
+    4.3–5.8 %; the quantum kernel's 7.9–8.1 % and 10–11 %. Over 125 quiet fresh-process
+    runs in 25 minutes, the spread of the per-run level (:func:`checks.stats.fastest_share_ratio`)
+    against ``memory`` and ``dispatch`` was 4.7 and 3.8 % (octahedron small), 3.6 and
+    3.0 % (octahedron large), 3.8 and 3.5 % (Fisher small), 3.1 and 3.2 % (Fisher large),
+    and the 99th percentile above the median 15 / 12 / 11 / 7.1 % against ``memory``,
+    10 / 11 / 9.7 / 4.8 % against ``dispatch``. Its ``spec`` names every workload and its
+    size; ratios are only comparable between runs with the same spec, so baselines store it.
     """
 
     size: int = 1024
@@ -48,7 +58,10 @@ class Calibration:
     @property
     def spec(self) -> str:
         """A short identifier of the workloads and their sizes."""
-        return f"mlx-compiled-elementwise-256x{self.size}x{self.rounds}+stream-{self.memory_mb}MB"
+        return (
+            f"mlx-compiled-elementwise-256x{self.size}x{self.rounds}"
+            f"+stream-{self.memory_mb}MB+dispatch-256x{self.size}x{DISPATCH_STEPS}"
+        )
 
     def build(self, kind: str = "compute") -> Callable[[], None]:
         """Return a zero-argument callable that runs workload ``kind`` once (imports MLX)."""
@@ -76,8 +89,14 @@ class Calibration:
                 return a
 
             compiled = mx.compile(graph)
+        elif kind == "dispatch":
+            return _dispatch_workload(
+                rng.standard_normal((256, self.size)).astype(np.float32), DISPATCH_STEPS
+            )
         else:
-            raise ValueError(f"calibration kind must be 'compute' or 'memory', got {kind!r}")
+            raise ValueError(
+                f"calibration kind must be 'compute', 'memory' or 'dispatch', got {kind!r}"
+            )
 
         def workload() -> None:
             out = compiled(a0)
@@ -85,6 +104,22 @@ class Calibration:
             np.asarray(out)  # the host copy, as kernels hand back NumPy arrays
 
         return workload
+
+
+def _dispatch_workload(host: npt.NDArray[np.float32], steps: int) -> Callable[[], None]:
+    """Return the ``dispatch`` workload over ``host``: see :class:`Calibration`."""
+    import mlx.core as mx
+
+    def workload() -> None:
+        a = mx.array(host)
+        for _ in range(steps):
+            a = mx.abs(a) - mx.mean(a, axis=-1, keepdims=True)
+            # A sort of a slice, folded back as zero: one more kernel launch and reduction.
+            a = mx.sort(a[:, :64], axis=-1).sum() * 0 + a
+        mx.eval(a)
+        np.asarray(a)
+
+    return workload
 
 
 @dataclass(frozen=True, slots=True)

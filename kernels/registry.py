@@ -38,8 +38,8 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "kernelwatch.kernels"
-#: What bounds a kernel's speed: arithmetic, or moving data through memory.
-CHARACTERS = ("compute", "memory")
+#: What bounds a kernel's speed: arithmetic, streaming memory, or launching small operations.
+CHARACTERS = ("compute", "memory", "dispatch")
 Invariant = Callable[[np.random.Generator, Profile], float]
 
 
@@ -108,9 +108,11 @@ class Kernel:
         Measurements that follow from the definition (see the module docstring).
     invariant_limits : mapping of name to float
         The healthy bound of each invariant.
-    character : {"compute", "memory"}
+    character : {"compute", "memory", "dispatch"}
         What bounds the kernel's speed, and so which calibration workload of the daily
-        performance check its time is divided by (one that a busy neighbour slows alike).
+        performance check its time is divided by (one that a busy neighbour slows alike,
+        :class:`checks.timing.Calibration`): arithmetic, streaming memory far larger than
+        the caches, or launching many small operations on cache-resident arrays.
     """
 
     name: str
@@ -158,7 +160,7 @@ def _octahedron() -> Kernel:
 
     return Kernel(
         name="octahedron",
-        character="memory",
+        character="dispatch",
         description="fluidity wave + per-quarter L1-ball projection, (B, D) float32",
         make_inputs=o.make_inputs,
         run_mlx=o.activate_mlx,
@@ -198,7 +200,7 @@ def _fisher() -> Kernel:
 
     return Kernel(
         name="fisher",
-        character="memory",
+        character="dispatch",
         description="row-wise Fisher–Rao distances (B, K) float32, then cached QFI of 4 states",
         make_inputs=f.make_inputs,
         run_mlx=f.run_mlx,

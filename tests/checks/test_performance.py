@@ -400,7 +400,7 @@ def test_no_retiming_when_confirmation_is_off(tmp_path: Path) -> None:
         ("min_effect", -0.1),
         ("spread_z", float("inf")),
         ("spread_floor", -0.01),
-        ("ci_target", 0.0),
+        ("ci_target", -0.1),
         ("extra_timing_s", 301.0),
         ("alpha", "0.01"),
     ],

@@ -77,8 +77,8 @@ def test_kernel_character_picks_a_known_calibration() -> None:
     """Built-ins declare what bounds their speed; an unknown character is rejected by name."""
     kernels = registry.builtin_kernels()
     assert {name: k.character for name, k in kernels.items()} == {
-        "octahedron": "memory",
-        "fisher": "memory",
+        "octahedron": "dispatch",
+        "fisher": "dispatch",
         "quantum": "compute",
     }
     with pytest.raises(ValueError, match="character"):
