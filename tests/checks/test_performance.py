@@ -431,4 +431,18 @@ def test_baseline_with_another_calibration_gets_no_normalised_test(tmp_path: Pat
     baseline["calibration"] = "something-else"
     result = run_check(tmp_path, **options, baseline=baseline)
     assert values(result, "performance_regression_ratio") == {}
-    assert any("calibration differs" in note for note in result.notes)
+    (note,) = [n for n in result.notes if "calibration" in n]
+    assert "calibration differs" in note
+
+
+def test_an_entry_divided_by_another_calibration_kind_is_not_compared(tmp_path: Path) -> None:
+    """An entry recorded when its kernel had another character is skipped, with a note."""
+    options = {"kernels": ["fisher"], "batches": ["small"]}
+    baseline = baseline_of(run_check(tmp_path, **options))
+    (entry,) = baseline["entries"].values()
+    entry["calibration_kind"] = "memory"
+    result = run_check(tmp_path, **options, baseline=baseline)
+    assert values(result, "performance_regression_ratio") == {}
+    assert "fisher/small/aggressive: baseline divided by the memory calibration: not compared" in (
+        result.notes
+    )
