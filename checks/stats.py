@@ -20,10 +20,12 @@ from scipy import stats as _sps
 
 __all__ = [
     "DEFAULT_ALPHA",
+    "DEFAULT_CONFIRM_Z",
     "DEFAULT_FAST_SHARE",
     "DEFAULT_MIN_EFFECT",
     "DEFAULT_SPREAD_FLOOR",
     "DEFAULT_SPREAD_Z",
+    "PASS_CORRELATION",
     "MedianSummary",
     "Verdict",
     "compare",
@@ -54,15 +56,26 @@ DEFAULT_FAST_SHARE = 0.25
 #: trials (5 %: 78–90 %). 3 % gained little more (93–99 %), but let 4.6 % of quantum runs
 #: under a memory-streaming neighbour that came after a quiet baseline cross (4 %: none).
 DEFAULT_SPREAD_FLOOR = 0.04
-#: How many run-to-run spreads a slowdown must exceed to count: 2.5, since the daily check
-#: re-times a crossing and requires both passes over the threshold (:mod:`checks.performance`).
-#: Resampling the 322 clean runs above (baselines of five runs a minute apart, trials a
-#: minute or more later, re-timings about 30 s after them), no clean run of any kernel was
-#: flagged, and 20 % slowdowns were flagged in 77 / 71 / 100 % of trials (octahedron,
-#: Fisher, quantum). The previous rule (three-run baselines, one pass, z = 3) flagged
-#: 54 / 52 / 89 % of them and 1.1 % of Fisher's clean runs; z = 2 with re-timing would
-#: flag 92 / 85 / 100 %, but 1.5 % of Fisher's clean runs.
+#: How many run-to-run spreads a slowdown must exceed to count: 2.5, with the spread scaled
+#: for the number of timing passes it is judged on (:func:`effect_threshold`). The daily
+#: check re-times a suspect first pass and judges both passes together
+#: (:mod:`checks.performance`). Resampling 322 clean runs (baselines of five runs a minute
+#: apart, trials a minute or more later, re-timings about 30 s after them), z = 2.5 on each
+#: pass alone flagged no clean run of any kernel; the previous rule (three-run baselines,
+#: one pass, z = 3) flagged 1.1 % of the Fisher kernel's.
 DEFAULT_SPREAD_Z = 2.5
+#: How many run-to-run spreads (of one pass) a first pass must exceed to be timed again,
+#: and each of the two passes to count. Resampled on 125 quiet fresh-process runs (the
+#: :data:`DEFAULT_SPREAD_FLOOR` study; re-timings 36 s later): with 2, 20 % slowdowns were
+#: flagged in 97 / 100 / 100 / 97 % of trials (octahedron small, large; Fisher small,
+#: large), against 93 / 99 / 97 / 88 % when each pass had to cross the full threshold;
+#: at most 0.3 % of any entry's clean runs crossed (0.1 % before), and 7 % of clean runs
+#: were timed again (2 %). 1.5 flagged 98–100 % but re-timed 16 % of clean runs.
+DEFAULT_CONFIRM_Z = 2.0
+#: Correlation assumed between the levels of two passes of one run about 30 s apart, for
+#: the spread of their mean. Measured: 0.33–0.36 within one process, 0.1–0.2 between fresh
+#: processes 36 s apart; 0.5 errs on the side of fewer false alarms.
+PASS_CORRELATION = 0.5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,6 +250,8 @@ def effect_threshold(
     spread_floor: float = DEFAULT_SPREAD_FLOOR,
     spread_z: float = DEFAULT_SPREAD_Z,
     companions: Sequence[Sequence[float]] = (),
+    passes: int = 1,
+    correlation: float = PASS_CORRELATION,
 ) -> float:
     """Return the smallest slowdown that counts, widened by the baseline's run-to-run spread.
 
@@ -244,11 +259,13 @@ def effect_threshold(
     minute on a shared host, shifts all of them together, so the Mann–Whitney p-value of 40
     samples says nothing about the next run. As conbench judges a result by a z-score
     against the history of earlier runs, a slowdown must here exceed ``spread_z`` times the
-    spread s of the baseline's per-run levels (one value per run, as
-    :func:`fastest_share_ratio`; s is the standard deviation of their logarithms, and at
-    least ``spread_floor``, since a few runs can agree by chance), scaled by √(1 + 1/n) for
-    the uncertainty of the baseline's own level over n runs:
-    ``max(min_effect, exp(z·max(floor, s)·√(1 + 1/n)) − 1)``.
+    spread of the judged level: s is the standard deviation of the logarithms of the
+    baseline's per-run levels (one value per run, as :func:`fastest_share_ratio`), at least
+    ``spread_floor``, since a few runs can agree by chance. A level that is the mean of
+    ``passes`` timing passes of one run, each pair correlated ``correlation``, varies by
+    s·√((1 + (passes − 1)·correlation) / passes), and the baseline's own level over n runs
+    by s·√(1/n):
+    ``max(min_effect, exp(z·max(floor, s)·√((1 + (m − 1)·ρ)/m + 1/n)) − 1)``.
 
     Three runs give s two degrees of freedom, so it is often off by a factor of two or
     more. ``companions`` are the per-run levels of entries whose runs move alike (the same
@@ -259,6 +276,8 @@ def effect_threshold(
     --------
     >>> round(effect_threshold([1.0]), 3)
     0.152
+    >>> round(effect_threshold([1.0] * 5), 3), round(effect_threshold([1.0] * 5, passes=2), 3)
+    (0.116, 0.102)
     >>> round(effect_threshold([1.0, 1.0, 1.0], spread_floor=0.0), 3)
     0.1
     >>> round(effect_threshold([1.0, 1.2, 0.9]), 3) > 0.4
@@ -270,6 +289,10 @@ def effect_threshold(
     levels = np.asarray(run_levels, dtype=np.float64)
     if levels.size == 0 or not np.all(levels > 0):
         raise ValueError("effect_threshold needs one or more positive run levels")
+    if passes < 1 or not 0 <= correlation <= 1:
+        raise ValueError(
+            f"passes must be >= 1 and correlation in [0, 1], got {passes}, {correlation}"
+        )
     n = int(levels.size)
     squares = 0.0
     dof = 0
@@ -279,7 +302,8 @@ def effect_threshold(
             squares += float(np.sum((logs - logs.mean()) ** 2))
             dof += int(logs.size) - 1
     spread = math.sqrt(squares / dof) if dof else 0.0
-    widened = math.expm1(spread_z * max(spread_floor, spread) * math.sqrt(1 + 1 / n))
+    pass_share = (1 + (passes - 1) * correlation) / passes
+    widened = math.expm1(spread_z * max(spread_floor, spread) * math.sqrt(pass_share + 1 / n))
     return max(min_effect, widened)
 
 

@@ -178,3 +178,20 @@ def test_effect_threshold_ignores_companions_of_one_run() -> None:
     """A companion with a single run has no spread to offer and leaves the threshold as is."""
     alone = effect_threshold([1.0, 1.1, 0.95], spread_floor=0.0)
     assert effect_threshold([1.0, 1.1, 0.95], spread_floor=0.0, companions=[[3.0]]) == alone
+
+
+def test_a_mean_of_two_passes_has_a_narrower_threshold_unless_they_move_together() -> None:
+    """Two passes' noise partly averages out: the threshold for their mean is narrower than
+    one pass's, by √((1 + ρ)/2 + 1/n) against √(1 + 1/n); fully correlated passes
+    (ρ = 1) gain nothing. Bad pass counts and correlations are refused."""
+    levels = [1.0, 1.1, 0.95, 1.02, 0.98]
+    one = effect_threshold(levels, min_effect=0.0, spread_floor=0.0)
+    two = effect_threshold(levels, min_effect=0.0, spread_floor=0.0, passes=2, correlation=0.5)
+    assert two < one
+    assert math.log1p(two) / math.log1p(one) == pytest.approx(math.sqrt(0.95 / 1.2))
+    same = effect_threshold(levels, min_effect=0.0, spread_floor=0.0, passes=2, correlation=1.0)
+    assert same == pytest.approx(one)
+    with pytest.raises(ValueError, match="passes"):
+        effect_threshold(levels, passes=0)
+    with pytest.raises(ValueError, match="correlation"):
+        effect_threshold(levels, passes=2, correlation=1.5)
