@@ -53,8 +53,9 @@ DEFAULT_FAST_SHARE = 0.25
 #: degrees of freedom with the kernel's other batch configs), 4 % suffices: over 125 other
 #: clean runs (25 minutes, kernels against the ``dispatch`` calibration), resampled, at most
 #: 0.1 % of clean runs of any entry crossed, and 20 % slowdowns were flagged in 88–99 % of
-#: trials (5 %: 78–90 %). 3 % gained little more (93–99 %), but let 4.6 % of quantum runs
-#: under a memory-streaming neighbour that came after a quiet baseline cross (4 %: none).
+#: trials (5 %: 78–90 %; both before :data:`DEFAULT_CONFIRM_Z`). 3 % gained little more
+#: (93–99 %), but let 4.6 % of quantum runs under a memory-streaming neighbour that came
+#: after a quiet baseline cross (4 %: none).
 DEFAULT_SPREAD_FLOOR = 0.04
 #: How many run-to-run spreads a slowdown must exceed to count: 2.5, with the spread scaled
 #: for the number of timing passes it is judged on (:func:`effect_threshold`). The daily
