@@ -78,6 +78,20 @@ def values(result: CheckResult, name: str) -> dict[str, float]:
     }
 
 
+def verdict_table(result: CheckResult) -> str:
+    """Each compared entry's normalised slowdown against its threshold, then the check's
+    notes (a re-timing says both passes): what a failed verdict assertion prints, so that a
+    false alarm on a noisy host can be told from a bug from CI's log alone."""
+    slowdown = values(result, "normalized_slowdown_ratio")
+    threshold = values(result, "regression_threshold_ratio")
+    pvalue = values(result, "regression_pvalue")
+    lines = [
+        f"{key}: {slowdown[key]:+.1%} against {threshold[key]:.1%}, p = {pvalue[key]:.2g}"
+        for key in sorted(slowdown)
+    ]
+    return "\n".join(lines + list(result.notes))
+
+
 #: Options selecting the slowed wrapper of every built-in kernel.
 SLOWED: dict[str, Any] = {
     "kernels": list(bench_checks.SLOWED),
@@ -220,17 +234,39 @@ def test_oversized_unchunked_batch_raises_memory_spike(tmp_path: Path) -> None:
     assert values(calmed, "memory_overhead_ratio")["octahedron/small"] < 0.45
 
 
+def clean_trial(tmp_path: Path, options: dict[str, Any]) -> CheckResult:
+    """Record a baseline from two fresh runs and judge a third against it, as the daemon
+    does on its third day (each run a fresh process, as the daemon's are)."""
+    baseline = baseline_of(run_fresh(tmp_path, **options), run_fresh(tmp_path, **options))
+    return run_fresh(tmp_path, **options, baseline=baseline)
+
+
 @pytest.mark.slow
-def test_canonical_profile_stays_inside_every_threshold(tmp_path: Path) -> None:
+def test_canonical_profile_stays_inside_every_threshold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A clean rerun of the canonical profile against its own baseline raises nothing, for
-    every kernel and batch config (each run a fresh process, as the daemon's are).
+    every kernel and batch config.
 
     Without the extra rounds (they narrow the latency interval, tested on their own, and
-    take up to 25 s a run): the verdicts then rest on the 40 samples of the minimum."""
+    take up to 25 s a run): the verdicts then rest on the 40 samples of the minimum.
+
+    A false alarm is rare, not impossible: the target is at most 1 % of clean runs per
+    kernel, and with nine entries judged against a two-run baseline, on a host whose
+    run-to-run spread is 3-6 % (this VM's on 2026-12-07; CI once crossed), about one clean
+    trial in twenty crosses somewhere (see CHANGELOG). So one crossing trial is followed
+    by a second, independent one (a new baseline too: a baseline that came out fast by
+    chance makes every rerun against it look slow); only a second crossing fails, which a
+    correct check does about once in 400 and a biased one almost always. A crossing first
+    trial's table goes to the terminal either way."""
     options = {"kernels": ["octahedron", "fisher", "quantum"], "extra_timing_s": 0}
-    baseline = baseline_of(run_fresh(tmp_path, **options), run_fresh(tmp_path, **options))
-    result = run_fresh(tmp_path, **options, baseline=baseline)
-    assert issues(result) == set()
+    result = clean_trial(tmp_path, options)
+    if issues(result):
+        first = verdict_table(result)
+        with capsys.disabled():
+            print(f"\nfirst clean trial crossed; running a second:\n{first}")
+        result = clean_trial(tmp_path, options)
+        assert issues(result) == set(), f"{verdict_table(result)}\n-- first trial --\n{first}"
     regression = values(result, "performance_regression_ratio")
     assert len(regression) == 9
     assert set(regression.values()) == {0.0}
@@ -352,7 +388,7 @@ def test_a_slowdown_gone_by_the_retiming_is_not_a_regression(tmp_path: Path) -> 
     assert slowdown == pytest.approx(math.sqrt(first * again) / base - 1)
     assert slowdown > threshold
     assert values(result, "performance_regression_ratio") == {TRANSIENT_ENTRY: 0.0}
-    assert issues(result) == set()
+    assert issues(result) == set(), verdict_table(result)
     assert entry["regressed"] is False
     assert len(entry["latency_seconds"]) == 2 * FAST["repetitions"]
     (note,) = [n for n in result.notes if "re-timed" in n]
