@@ -192,11 +192,13 @@ def test_injected_30_percent_slowdown_raises_performance_regression(tmp_path: Pa
     slowdown = values(slow, "normalized_slowdown_ratio")
     assert set(slowdown) == every
     # Run-to-run drift of up to ±10 % on this shared host moves a 30 % slowdown by as much;
-    # the regression threshold (about 17 % for a two-run baseline) is met by most kernels,
-    # in the first pass and in its re-timing 30 s later.
+    # the regression threshold (11.8 % or more for a two-run baseline, both passes together)
+    # is met by most kernels, in the first pass and in its re-timing 30 s later.
     assert all(v > 0.10 for v in slowdown.values()), slowdown
     clean = run_fresh(tmp_path, **SLOWED, baseline=baseline)
-    assert values(clean, "performance_regression_ratio") == dict.fromkeys(every, 0.0)
+    assert values(clean, "performance_regression_ratio") == dict.fromkeys(every, 0.0), (
+        verdict_table(clean)
+    )
     assert "performance_regression" not in issues(clean)
 
 
