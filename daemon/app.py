@@ -65,6 +65,7 @@ from daemon.execution import (
 from daemon.http_server import MetricsServer
 from daemon.logs import LogSink
 from daemon.metrics import MetricsSink
+from daemon.profile_store import active_dir
 from daemon.runner import CheckRunner
 from daemon.schedule import (
     CatchUp,
@@ -244,7 +245,7 @@ class Daemon:
 
     def active_profile_path(self) -> Path | None:
         """The active kernel profile folder, or None while there is none (canonical defaults)."""
-        return self.layout.active if (self.layout.active / "profile.json").exists() else None
+        return active_dir(self.layout.root)
 
     def _options_for(self, check: str, tier: str) -> dict[str, Any]:
         options: dict[str, Any] = {}

@@ -309,8 +309,8 @@ def record_command(config: Config, state_dir: Path, runs: int, out: TextIO) -> i
     (nothing is stored then), or 2 for a bad ``runs``.
     """
     from daemon.execution import CheckCatalog, new_run_id
+    from daemon.profile_store import active_dir
     from daemon.runner import CheckRunner, ChildCompleted, ChildRequest
-    from daemon.state_dir import StateLayout
 
     if runs < 1:
         print(f"baseline record: --runs must be >= 1, got {runs}", file=out)
@@ -324,8 +324,7 @@ def record_command(config: Config, state_dir: Path, runs: int, out: TextIO) -> i
     if config.kernels.extra:
         options.setdefault("extra_kernels", list(config.kernels.extra))
     options.update({"baseline": None, "baseline_state": "missing"})
-    layout = StateLayout(state_dir)
-    active = layout.active if (layout.active / "profile.json").exists() else None
+    active = active_dir(state_dir)
     runner = CheckRunner(kill_grace_s=config.runner.kill_grace_s)
     collected: list[Mapping[str, Any]] = []
     digest = ""

@@ -21,6 +21,7 @@ from daemon.config import TIER_ORDER, Config
 from daemon.evaluator import Evaluator
 from daemon.execution import CheckCatalog, RunRequest, TierExecutor, new_run_id
 from daemon.logs import LogSink
+from daemon.profile_store import active_dir
 from daemon.runner import CheckRunner
 from daemon.state_dir import StateLayout
 from daemon.store import StateStore
@@ -51,6 +52,7 @@ def run_once(config: Config, state_dir: Path, target: str) -> tuple[Status, dict
         state_dir=state_dir,
         stateless=True,
         options_provider=baselines.options_for if baselines is not None else None,
+        profile_path=lambda: active_dir(state_dir),
     )
     request = RunRequest(
         run_id=new_run_id(),

@@ -28,7 +28,14 @@ from daemon.errors import StateError
 from daemon.state_dir import StateLayout
 from kernels.profile import Profile, ProfileError, canonical_profile, load_profile, save_profile
 
-__all__ = ["ProfileChange", "ProfileWatcher", "active_exists", "read_active", "write_active"]
+__all__ = [
+    "ProfileChange",
+    "ProfileWatcher",
+    "active_dir",
+    "active_exists",
+    "read_active",
+    "write_active",
+]
 
 _CAUSE: Final = "cause.json"
 _LOCK: Final = ".lock"
@@ -38,6 +45,12 @@ EXTERNAL: Final = "external"
 def active_exists(state_dir: Path) -> bool:
     """True when ``STATE/active/profile.json`` exists."""
     return (StateLayout(Path(state_dir)).active / "profile.json").exists()
+
+
+def active_dir(state_dir: Path) -> Path | None:
+    """The active profile's folder, which checks are given to load it, or None while there
+    is none (they then run on the canonical profile)."""
+    return StateLayout(Path(state_dir)).active if active_exists(state_dir) else None
 
 
 def read_active(state_dir: Path) -> Profile:

@@ -56,3 +56,24 @@ def test_unknown_fault(tmp_path: Path) -> None:
     """An unknown fault names the known ones."""
     with pytest.raises(RecoveryError, match="radius_drift"):
         inject(tmp_path, "meteor", True, DrillSettings())
+
+
+def test_the_check_command_runs_on_the_active_profile(tmp_path: Path) -> None:
+    """``kernelwatch check`` judges the profile the daemon runs, as ``baseline record``
+    does, not the canonical one: after a radius drift drill the geometry check is critical,
+    and labels its measurements with the drilled profile's id."""
+    from checks.api import Status
+    from daemon.config import load_config
+    from daemon.oneshot import run_once
+
+    config = load_config()
+    status, _ = run_once(config, tmp_path / "fresh", "geometry")
+    assert status == Status.OK
+    drilled = inject(tmp_path / "drilled", "radius_drift", True, DrillSettings())
+    status, payload = run_once(config, tmp_path / "drilled", "geometry")
+    assert status == Status.CRITICAL
+    (check,) = payload["checks"]
+    assert [b.split("=")[0] for b in check["breaches"]] == ["geometric_ratio_drift"]
+    assert {
+        m["labels"]["profile_id"] for m in check["measurements"] if "profile_id" in m["labels"]
+    } == {drilled.profile_id}
