@@ -19,10 +19,13 @@ ends after the minimum, on a noisy one it buys precision within a bounded time. 
 interval of the median narrows as 1/√n; here the spread of single calls within one run is
 5–15 %, which 40 calls leave at a half-width of 1–7 %.)
 
-A slowdown is not believed at once. An entry whose first pass is suspect, slower than the
-baseline by more than ``confirm_z`` (2) run-to-run spreads (``retime_threshold_ratio``,
-about 9 % over a five-run baseline), waits ``confirm_after_s`` seconds (30), warms up
-again and is timed a second time, with the same repetitions and rounds. It is a regression
+A slowdown is not believed at once. An entry whose first pass (its ``repetitions`` calls,
+before any extra rounds) is suspect, slower than the baseline by more than ``confirm_z``
+(2) run-to-run spreads (``retime_threshold_ratio``, about 9 % over a five-run baseline),
+waits ``confirm_after_s`` seconds (30), warms up again and is timed a second time, with
+the same repetitions and rounds. The other entries' extra rounds fill the pause (the
+suspects sit them out), so a run that re-times is longer than one that does not by the
+re-timing and whatever part of the pause the extra rounds did not fill. It is a regression
 only when the re-timing is over that bar on its own too, and both passes together (the
 geometric mean of their levels) are over the regression threshold, which is the one for a
 mean of two passes: narrower than a single pass's, since their noise partly averages out
@@ -502,22 +505,14 @@ class PerformanceCheck:
                     call()
                     workload()
 
-        # Step 2: time every case in rounds spread over the whole run, then extra rounds of
-        # the cases whose latency interval is still too wide, within a time bound.
+        # Step 2: time every case in rounds spread over the whole run.
         for share in _shares(repetitions, rounds):
             for case in cases:
                 _time_case(case, share)
-        extra_until = time.monotonic() + extra_timing_s
-        while extra_share > 0 and time.monotonic() < extra_until:
-            wide = [c for c in cases if median_ci(c.kernel_wall).half_width_ratio > ci_target]
-            if not wide:
-                break
-            for case in wide:
-                _time_case(case, extra_share)
 
-        # Step 3: a suspect slowdown is timed again after a pause and judged on both passes.
-        # The host's slow states last about a minute and move every kernel at once (see
-        # checks.stats.DEFAULT_SPREAD_FLOOR); a real regression survives the pause.
+        # Step 3: find the suspects: first passes slow enough to be timed again after a
+        # pause. The host's slow states last about a minute and move every kernel at once
+        # (see checks.stats.DEFAULT_SPREAD_FLOOR); a real regression survives the pause.
         references: dict[str, _Reference] = {}
         # A baseline of another calibration spec has its own note (above) and nothing
         # in it is compared.
@@ -541,8 +536,29 @@ class PerformanceCheck:
             if case.key in references
             and references[case.key].suspect(case, alpha=alpha, share=fast_share)
         ]
+        suspects = {case.key for case in crossed}
+        retime_at = time.monotonic() + confirm_after_s
+
+        # Step 4: extra rounds of the other cases whose latency interval is still too wide,
+        # within a time bound. They fill the suspects' pause, so that a run that re-times
+        # takes little longer than one that does not; the suspects sit out, so that their
+        # re-timing starts a whole pause after their first pass ended (it adds its own
+        # samples to their latency).
+        extra_until = time.monotonic() + extra_timing_s
+        while extra_share > 0 and time.monotonic() < extra_until:
+            wide = [
+                c
+                for c in cases
+                if c.key not in suspects and median_ci(c.kernel_wall).half_width_ratio > ci_target
+            ]
+            if not wide:
+                break
+            for case in wide:
+                _time_case(case, extra_share)
+
+        # Step 5: the suspects are timed again, once the rest of their pause is over.
         if crossed:
-            time.sleep(confirm_after_s)
+            time.sleep(max(0.0, retime_at - time.monotonic()))
             for case in crossed:  # warm up again: the pause leaves caches and clocks cold
                 for _ in range(warmup):
                     case.call()
@@ -552,7 +568,7 @@ class PerformanceCheck:
                 for case in crossed:
                     _time_case(case, share)
 
-        # Step 4: per case, peak memory, the measurements, and the baseline comparisons.
+        # Step 6: per case, peak memory, the measurements, and the baseline comparisons.
         measurements: list[Measurement] = []
         samples: dict[str, dict[str, Any]] = {}
         for case in cases:

@@ -350,7 +350,7 @@ def run_transient(
     ``factor`` times their time."""
     _transient.SLOW_CALLS.update(left=slow_calls, factor=factor)
     try:
-        return run_check(tmp_path, **TRANSIENT, **options)
+        return run_check(tmp_path, **{**TRANSIENT, **options})
     finally:
         _transient.SLOW_CALLS["left"] = 0
 
@@ -417,6 +417,37 @@ def test_a_slowdown_that_lasts_through_the_retiming_is_a_regression(tmp_path: Pa
     assert entry["regressed"] is True
     (note,) = [n for n in result.notes if "re-timed" in n]
     assert note.endswith(", a regression")
+
+
+def test_the_pause_before_a_retiming_is_spent_on_the_other_entries_extra_rounds(
+    tmp_path: Path,
+) -> None:
+    """A suspect sits out the extra rounds (its re-timing must start a whole pause after its
+    first pass), while the other entries whose interval is too wide (every one, with a zero
+    ``ci_target``) get theirs, in the pause rather than before it."""
+    options: dict[str, Any] = {"kernels": ["fisher_transient", "octahedron"]}
+    baseline = baseline_of(
+        run_transient(tmp_path, 0, **options), run_transient(tmp_path, 0, **options)
+    )
+    result = run_transient(
+        tmp_path,
+        10_000,
+        factor=3.0,
+        **options,
+        baseline=baseline,
+        confirm_after_s=0.5,
+        ci_target=0.0,
+        extra_timing_s=1.0,
+    )
+    suspect = result.details["samples"][TRANSIENT_ENTRY + "/aggressive"]
+    other = result.details["samples"]["octahedron/small/aggressive"]
+    assert len(suspect["pass_levels"]) == 2
+    assert len(suspect["latency_seconds"]) == 2 * FAST["repetitions"]
+    assert len(other["pass_levels"]) == 1
+    assert len(other["latency_seconds"]) > FAST["repetitions"]
+    assert any(
+        n.startswith(TRANSIENT_ENTRY + "/aggressive: normalised slowdown") for n in result.notes
+    )
 
 
 def test_two_slow_passes_under_the_threshold_together_are_no_regression(tmp_path: Path) -> None:
