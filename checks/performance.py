@@ -32,8 +32,8 @@ mean of two passes: narrower than a single pass's, since their noise partly aver
 (:func:`checks.stats.effect_threshold`; at least the 10 % minimum effect). On a shared
 host the slow states last about a minute and move every kernel at once, so they rarely
 cover both passes, while a kernel that really got slower is slow in both. A note gives
-each pass's figure. Clean runs rarely pause (on the reference host, none of 26 clean
-trials of the power study and 7 % of runs resampled from 125 quiet ones).
+each pass's figure. Clean runs rarely pause (on the reference host, 0 of 78 and 3 of 45
+clean trials in two power studies, and 7 % of runs resampled from 125 quiet ones).
 
 Baseline entries are keyed by what determines a kernel's speed (:func:`entry_key`): the
 kernel, the batch config, the execution mode the batch ran in and, when conservative, its
