@@ -10,46 +10,30 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from checks.api import UNIT_SUFFIXES, CheckContext, CheckResult
+from checks.api import UNIT_SUFFIXES, CheckResult
 from checks.geometry import GeometryCheck, fisher_rao_axiom_violation, metric_measurements
-from daemon.config import load_config
-from daemon.evaluator import Evaluator
-from daemon.events import ThresholdCrossed
 from kernels import fisher
-from kernels.profile import Profile, canonical_profile, save_profile
+from kernels.profile import Profile, canonical_profile
+from tests.checks.helpers import raised_issues, run_in_process, single_value
 
 FAST: dict[str, Any] = {"rounds": 1, "triples": 16}
 
 
 def run_check(tmp_path: Path, profile: Profile | None = None, **options: Any) -> CheckResult:
     """Run the geometry check in-process with FAST options plus ``options``."""
-    folder = None
-    if profile is not None:
-        folder = tmp_path / "profile"
-        save_profile(profile, folder)
-    context = CheckContext(
+    return run_in_process(
+        GeometryCheck(),
+        tmp_path,
         tier="weekly",
-        state_dir=tmp_path,
         seed=11,
-        run_id="test",
         options={**FAST, **options},
-        profile_path=folder,
+        profile=profile,
     )
-    return GeometryCheck().run(context)
 
 
 def issues(result: CheckResult) -> set[str]:
     """Return the issues the default rules raise on ``result``."""
-    evaluation = Evaluator(load_config().rules).evaluate(
-        run_id="test", tier="weekly", check="geometry", measurements=result.measurements
-    )
-    return {e.issue for e in evaluation.events if isinstance(e, ThresholdCrossed)}
-
-
-def value(result: CheckResult, name: str) -> float:
-    """Return the single value of measurement ``name``."""
-    (found,) = [m.value for m in result.measurements if m.name == name]
-    return found
+    return raised_issues(result, tier="weekly")
 
 
 def test_canonical_profile_measures_every_invariant_inside_its_threshold(tmp_path: Path) -> None:
@@ -74,9 +58,9 @@ def test_canonical_profile_measures_every_invariant_inside_its_threshold(tmp_pat
         assert m.unit in UNIT_SUFFIXES
         assert {"kernel", "profile_id", "seed"} <= set(m.labels)
     assert issues(result) == set()
-    assert value(result, "containment_violation_ratio") <= 1e-6
-    assert value(result, "fisher_min_eigenvalue_score") >= -1e-8
-    assert value(result, "fisher_metric_dense_fallback_bool") == 0.0
+    assert single_value(result, "containment_violation_ratio") <= 1e-6
+    assert single_value(result, "fisher_min_eigenvalue_score") >= -1e-8
+    assert single_value(result, "fisher_metric_dense_fallback_bool") == 0.0
     assert not any("fisher metric" in note for note in result.notes)
 
 
@@ -84,7 +68,7 @@ def test_one_percent_off_radius_raises_geometric_drift(tmp_path: Path) -> None:
     """A quarter radius 1 % too large measures ratio drift ≈ 0.01 and raises geometric_drift."""
     bad = canonical_profile().replace(radii=(1.0, 1.125 * 1.01, 1.35, 1.51875))
     result = run_check(tmp_path, bad, kernels=["octahedron"])
-    assert value(result, "geometric_ratio_drift_ratio") == pytest.approx(0.01, rel=0.05)
+    assert single_value(result, "geometric_ratio_drift_ratio") == pytest.approx(0.01, rel=0.05)
     assert "geometric_drift" in issues(result)
 
 
@@ -92,7 +76,7 @@ def test_shifted_phase_raises_geometric_drift(tmp_path: Path) -> None:
     """A phase 0.01 rad off measures phase drift ≈ 0.01 rad and raises geometric_drift."""
     phases = (0.0, math.pi / 4 + 0.01, math.pi / 2, 3 * math.pi / 4)
     result = run_check(tmp_path, canonical_profile().replace(phases=phases), kernels=["octahedron"])
-    assert value(result, "phase_drift_radians") == pytest.approx(0.01, rel=0.05)
+    assert single_value(result, "phase_drift_radians") == pytest.approx(0.01, rel=0.05)
     assert "geometric_drift" in issues(result)
 
 

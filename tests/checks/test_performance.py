@@ -11,15 +11,13 @@ import pytest
 
 from bench import checks as bench_checks
 from bench.perf_child import run_in_fresh_process
-from checks.api import UNIT_SUFFIXES, CheckContext, CheckResult
+from checks.api import UNIT_SUFFIXES, CheckResult
 from checks.performance import PerformanceCheck
 from checks.stats import fastest_share_ratio
 from daemon.baselines import pool_samples
-from daemon.config import load_config
-from daemon.evaluator import Evaluator
-from daemon.events import ThresholdCrossed
-from kernels.profile import Profile, canonical_profile, save_profile
+from kernels.profile import Profile, canonical_profile
 from tests.checks import _transient
+from tests.checks.helpers import raised_issues, run_in_process, saved_profile
 
 # No extra rounds: these tests are about verdicts, not the interval's width.
 FAST: dict[str, Any] = {"repetitions": 15, "warmup": 2, "extra_timing_s": 0}
@@ -27,29 +25,21 @@ FAST: dict[str, Any] = {"repetitions": 15, "warmup": 2, "extra_timing_s": 0}
 
 def run_check(tmp_path: Path, profile: Profile | None = None, **options: Any) -> CheckResult:
     """Run the performance check in-process with FAST options plus ``options``."""
-    folder = None
-    if profile is not None:
-        folder = tmp_path / f"profile-{profile.profile_id}"
-        save_profile(profile, folder)
-    context = CheckContext(
+    return run_in_process(
+        PerformanceCheck(),
+        tmp_path,
         tier="daily",
-        state_dir=tmp_path,
         seed=7,
-        run_id="test",
         options={**FAST, **options},
-        profile_path=folder,
+        profile=profile,
     )
-    return PerformanceCheck().run(context)
 
 
 def run_fresh(
     tmp_path: Path, profile: Profile | None = None, *, slowdown: float = 0.0, **options: Any
 ) -> CheckResult:
     """Run the performance check in a new process (as the daemon does each day)."""
-    folder = None
-    if profile is not None:
-        folder = tmp_path / f"profile-{profile.profile_id}"
-        save_profile(profile, folder)
+    folder = saved_profile(tmp_path, profile)
     return run_in_fresh_process(tmp_path, options, slowdown=slowdown, profile_path=folder)
 
 
@@ -63,10 +53,7 @@ def baseline_of(*results: CheckResult) -> dict[str, Any]:
 
 def issues(result: CheckResult) -> set[str]:
     """Return the issues the default rules raise on ``result``."""
-    evaluation = Evaluator(load_config().rules).evaluate(
-        run_id="test", tier="daily", check="performance", measurements=result.measurements
-    )
-    return {e.issue for e in evaluation.events if isinstance(e, ThresholdCrossed)}
+    return raised_issues(result, tier="daily")
 
 
 def values(result: CheckResult, name: str) -> dict[str, float]:
