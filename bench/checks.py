@@ -9,25 +9,32 @@
    kernel × batch config (budget: ≤ 3 %);
 3. the power of the daily regression test: user kernels wrapping every built-in kernel
    (:func:`slowed_octahedron`, :func:`slowed_fisher`, :func:`slowed_quantum`) spin for
-   ``slowdown`` × their own CPU time after each call; a baseline is pooled from five clean
-   runs (as ``baseline record``), then clean trials and trials slowed by 5, 10, 20
-   and 30 % run round-robin, and after every ``ROUNDS_PER_BASELINE`` rounds a new baseline
-   is recorded, for ``power_s`` seconds in all: a rate measured against one baseline only
-   says how lucky that baseline was. Every run, baseline runs included, is a
-   fresh process (:mod:`bench.perf_child`), as the daemon's daily runs are: trials in one
-   process would miss the drift between processes, and would drift away from a baseline
-   recorded at the process's start (measured: clean trials 2–8 % faster than it after a few
-   minutes). A trial is flagged when ``performance_regression_ratio`` > 0: p < 0.002, the
-   first pass over ``retime_threshold_ratio`` and so timed again ``confirm_after_s`` later,
-   the re-timing over it too, and both passes together over ``regression_threshold_ratio``
-   (the 10 % minimum effect widened by the baseline's run-to-run spread, see
-   :func:`checks.stats.effect_threshold`). The table also shows the share of trials
-   re-timed and the rate of p < 0.002 with a reported slowdown over a plain 5 %, from the
-   same trials.
+   ``slowdown`` × their own CPU time after each call; clean trials and trials slowed by 5,
+   10, 20 and 30 % run round-robin, every batch config, for ``power_s`` seconds, each judged
+   against a baseline pooled from five clean runs. By default (``protocol="rolling"``) the
+   baseline is the last five clean trials that flagged nothing, as the daemon learns one
+   from its first five clean daily runs: runs spread over time. ``protocol="record"``
+   pools five runs in a row instead, as ``kernelwatch baseline record`` does, a new one
+   every ``ROUNDS_PER_BASELINE`` rounds; such a baseline sees one state of the host, so its
+   level and spread are further from the trials' (on the 2-core VM, 20 % slowdowns were
+   flagged in 4, 2 and 0 of 4 trials (Fisher, octahedron, quantum; batch small) against
+   such baselines, and in 30, 25 and 30 of 30 (all batches) against rolling ones, in two
+   studies run hours apart, not side by side; see the CHANGELOG). Every run, baseline runs
+   included, is a fresh process (:mod:`bench.perf_child`), as the daemon's daily runs are:
+   trials in one process would miss the drift between processes, and would drift away from
+   a baseline recorded at the process's start (measured: clean trials 2–8 % faster than it
+   after a few minutes). An entry is flagged when ``performance_regression_ratio`` > 0:
+   p < 0.002, the first pass over ``retime_threshold_ratio`` and so timed again
+   ``confirm_after_s`` later, the re-timing over it too, and both passes together over
+   ``regression_threshold_ratio`` (the 10 % minimum effect widened by the baseline's
+   run-to-run spread, see :func:`checks.stats.effect_threshold`); a kernel is flagged when
+   any of its entries is. The table also shows the share of trials re-timed and the rate
+   of p < 0.002 with a reported slowdown over a plain 5 %, from the same trials.
 
-Set ``KERNELWATCH_BENCH_POWER_S`` to change the power study's duration (default 600 s: about
-five trials per level, each a daily run of the three slowed kernels with its extra rounds,
-and a 30 s pause before the re-timing of a suspect slowdown).
+Set ``KERNELWATCH_BENCH_POWER_S`` to change the power study's duration (default 600 s: the
+five runs of the first baseline and a round or two of levels, each a daily run of the three
+slowed kernels with its extra rounds and, when it is suspect, a re-timing after 30 s; an
+hour gives about a dozen trials per level).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +53,12 @@ from checks.api import CheckResult
 #: Mutable knob of :func:`slowed_octahedron`: the share of extra time each call spins.
 INJECTED: dict[str, float] = {"slowdown": 0.0}
 LEVELS: tuple[float, ...] = (0.0, 0.05, 0.10, 0.20, 0.30)
-BUDGETS_S: dict[str, float] = {"daily": 60, "weekly": 120, "monthly": 180, "quarterly": 900}
+BUDGETS_S: dict[str, float] = {
+    "daily": 60,
+    "weekly": 120,
+    "monthly": 180,
+    "quarterly": 900,
+}
 SLOWED_SPECS = (
     "bench.checks:slowed_octahedron",
     "bench.checks:slowed_fisher",
@@ -121,7 +133,6 @@ def _retimed_daily() -> list[str]:
     than a baseline of two clean runs, so that its entries pause and are timed again while
     the others' extra rounds fill the pause. Return table lines."""
     from bench.perf_child import run_in_fresh_process
-    from daemon.baselines import pool_samples
 
     options: dict[str, Any] = {
         "kernels": ["octahedron", "quantum", "fisher_slowed"],
@@ -129,11 +140,7 @@ def _retimed_daily() -> list[str]:
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        runs = [run_in_fresh_process(folder, options) for _ in range(2)]
-        baseline = {
-            "calibration": runs[0].details["calibration"],
-            "entries": pool_samples([r.details["samples"] for r in runs]),
-        }
+        baseline = _baseline_of([run_in_fresh_process(folder, options).details for _ in range(2)])
         start = time.perf_counter()
         result = run_in_fresh_process(folder, {**options, "baseline": baseline}, slowdown=0.3)
         took = time.perf_counter() - start
@@ -167,15 +174,27 @@ def _ci_lines(daily: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _power(power_s: float) -> list[str]:
-    """Run the regression power study for about ``power_s`` seconds; return table lines."""
+def _power(
+    power_s: float,
+    *,
+    protocol: str = "rolling",
+    batches: list[str] | None = None,
+    levels: tuple[float, ...] = LEVELS,
+) -> list[str]:
+    """Run the regression power study for about ``power_s`` seconds; return table lines.
+
+    ``protocol`` says how baselines are made (see :func:`_power_trials`); ``batches`` limits
+    the batch configs (all three when None, as the daily tier runs them); ``levels`` are
+    the injected slowdowns, 0 (clean) first.
+    """
     from bench.perf_child import run_in_fresh_process
 
     options: dict[str, Any] = {
         "kernels": list(SLOWED),
         "extra_kernels": list(SLOWED_SPECS),
-        "batches": ["small"],
     }
+    if batches is not None:
+        options["batches"] = batches
     with tempfile.TemporaryDirectory() as folder:
 
         def trial(slowdown: float, extra: dict[str, Any], seed: int) -> CheckResult:
@@ -183,63 +202,116 @@ def _power(power_s: float) -> list[str]:
                 Path(folder), {**options, **extra}, slowdown=slowdown, seed=seed
             )
 
-        return _power_trials(power_s, trial)
+        return _power_trials(power_s, trial, protocol=protocol, batches=batches, levels=levels)
+
+
+def _baseline_of(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Return the learned-baseline option pooled from clean runs' details, as the daemon's."""
+    from daemon.baselines import pool_samples
+
+    return {
+        "calibration": runs[0]["calibration"],
+        "entries": pool_samples([r["samples"] for r in runs]),
+    }
 
 
 def _power_trials(
     power_s: float,
     trial: Callable[[float, dict[str, Any], int], CheckResult],
+    *,
+    protocol: str = "rolling",
     rounds_per_baseline: int = ROUNDS_PER_BASELINE,
+    batches: list[str] | None = None,
+    levels: tuple[float, ...] = LEVELS,
+    max_rounds: int | None = None,
 ) -> list[str]:
     """Run the study's trials through ``trial(slowdown, extra options, seed)``; table lines.
 
-    A new baseline is recorded every ``rounds_per_baseline`` rounds of levels, so that the
-    rates are averaged over baselines rather than conditioned on one baseline's luck.
-    """
-    from daemon.baselines import BASELINE_RUNS, pool_samples
+    Rounds run until ``power_s`` seconds have passed or ``max_rounds`` are done (at least one).
 
+    Each round runs every level once, clean first. Baselines (``BASELINE_RUNS`` clean runs
+    pooled) come one of two ways:
+
+    ``"rolling"``
+        the last ``BASELINE_RUNS`` clean trials that flagged nothing, as the daemon pools
+        its first clean daily runs: runs spread over time rather than back to back (the
+        first baseline, before the first round, is ``BASELINE_RUNS`` runs in a row);
+    ``"record"``
+        ``BASELINE_RUNS`` runs in a row, as ``kernelwatch baseline record`` makes one, a new
+        one every ``rounds_per_baseline`` rounds, so that the rates are averaged over
+        baselines rather than conditioned on one baseline's luck.
+
+    A kernel counts as flagged in a trial when any of its entries (batch configs) is: an
+    alert names the entry, and a person reads it as that kernel.
+    """
+    from daemon.baselines import BASELINE_RUNS
+
+    if protocol not in ("rolling", "record"):
+        raise ValueError(f"protocol must be 'rolling' or 'record', got {protocol!r}")
+    if not levels or levels[0] != 0.0:
+        raise ValueError(f"levels must start with 0 (the clean trials), got {levels!r}")
     # per kernel and level: trials, flagged (default), flagged (5 %), re-timed
-    counts = {(k, lv): [0, 0, 0, 0] for k in SLOWED for lv in LEVELS}
+    counts = {(k, lv): [0, 0, 0, 0] for k in SLOWED for lv in levels}
     measured: dict[tuple[str, float], list[float]] = {key: [] for key in counts}
     thresholds: dict[str, list[float]] = {k: [] for k in SLOWED}
     deadline = time.perf_counter() + power_s
     seed = 100
     rounds = baselines = 0
-    baseline: dict[str, Any] = {}
-    while rounds == 0 or time.perf_counter() < deadline:  # at least one round of levels
-        if rounds % rounds_per_baseline == 0:
-            runs = [trial(0.0, {}, i).details for i in range(BASELINE_RUNS)]
-            baseline = {
-                "calibration": runs[0]["calibration"],
-                "entries": pool_samples([r["samples"] for r in runs]),
-            }
+    window: list[Mapping[str, Any]] = []
+    while rounds == 0 or (  # at least one round of levels
+        time.perf_counter() < deadline and (max_rounds is None or rounds < max_rounds)
+    ):
+        if not window or (protocol == "record" and rounds % rounds_per_baseline == 0):
+            window = [trial(0.0, {}, i).details for i in range(BASELINE_RUNS)]
             baselines += 1
+        baseline = _baseline_of(window)
         rounds += 1
-        for level in LEVELS:
+        for level in levels:
             seed += 1
             result = trial(level, {"baseline": baseline}, seed)
-            by_kernel: dict[str, dict[str, float]] = {}
+            by_entry: dict[tuple[str, str], dict[str, float]] = {}
             for m in result.measurements:
-                by_kernel.setdefault(m.labels.get("kernel", ""), {})[m.name] = m.value
+                if "batch" in m.labels:
+                    by_entry.setdefault((m.labels["kernel"], m.labels["batch"]), {})[m.name] = (
+                        m.value
+                    )
             retimed = {
-                sample["kernel"]: len(sample["pass_levels"]) > 1
+                sample["kernel"]
                 for sample in result.details["samples"].values()
+                if len(sample["pass_levels"]) > 1
             }
+            any_flagged = False
             for kernel in SLOWED:
-                values = by_kernel[kernel]
-                slowdown = values["normalized_slowdown_ratio"]
+                entries = [v for (k, _), v in by_entry.items() if k == kernel]
                 key = (kernel, level)
+                flagged = any(v["performance_regression_ratio"] > 0 for v in entries)
+                any_flagged |= flagged
                 counts[key][0] += 1
-                counts[key][1] += values["performance_regression_ratio"] > 0
-                counts[key][2] += values["regression_pvalue"] < 0.002 and slowdown > 0.05
-                counts[key][3] += retimed[kernel]
-                measured[key].append(slowdown)
+                counts[key][1] += flagged
+                counts[key][2] += any(
+                    v["regression_pvalue"] < 0.002 and v["normalized_slowdown_ratio"] > 0.05
+                    for v in entries
+                )
+                counts[key][3] += kernel in retimed
+                measured[key] += [v["normalized_slowdown_ratio"] for v in entries]
                 if level == 0.0:
-                    thresholds[kernel].append(values["regression_threshold_ratio"])
+                    thresholds[kernel] += [v["regression_threshold_ratio"] for v in entries]
+            if protocol == "rolling" and level == 0.0 and not any_flagged:
+                window = [*window[1:], result.details]
+    if protocol == "rolling":
+        how = (
+            f"baselines pooled from the last {BASELINE_RUNS} clean trials that flagged nothing"
+            f" (the first from {BASELINE_RUNS} runs in a row)"
+        )
+    else:
+        how = (
+            f"{baselines} baselines, each pooled from {BASELINE_RUNS} runs in a row, a new one"
+            f" every {rounds_per_baseline} rounds"
+        )
     lines = [
-        f"regression power (batch small, default options, {power_s:.0f} s, levels round-robin;"
-        f" {baselines} baselines, each pooled from {BASELINE_RUNS} clean runs, a new one every"
-        f" {rounds_per_baseline} rounds):",
+        f"regression power (batches {', '.join(batches) if batches else 'all'}, default"
+        f" options, {power_s:.0f} s, {rounds} rounds of levels; {how}):",
+        "  a kernel is flagged when any of its entries is; measured: median over entries",
         "  kernel             injected  trials  median measured  re-timed  flagged (default)"
         "  (plain 5 % min effect)",
     ]
@@ -249,7 +321,7 @@ def _power_trials(
             f"  {kernel}: regression threshold {min(spread) * 100:.1f}–{max(spread) * 100:.1f} %"
             " (both passes together; from the baselines)"
         )
-        for level in LEVELS:
+        for level in levels:
             n, f10, f5, again = counts[(kernel, level)]
             med = statistics.median(measured[(kernel, level)]) * 100
             lines.append(
@@ -259,7 +331,7 @@ def _power_trials(
         for label, column in (("default", 1), ("5 %", 2)):
             powered = [
                 lv
-                for lv in LEVELS[1:]
+                for lv in levels[1:]
                 if counts[(kernel, lv)][column] / counts[(kernel, lv)][0] >= 0.95
             ]
             smallest = f"{min(powered) * 100:.0f} %" if powered else "none"
@@ -274,7 +346,14 @@ def checks_table(power_s: float | None = None) -> str:
     if power_s is None:
         power_s = float(os.environ.get("KERNELWATCH_BENCH_POWER_S", "600"))
     tier_lines, payloads = _tier_times()
-    lines = [*tier_lines, *_retimed_daily(), "", *_ci_lines(payloads[0]), "", *_power(power_s)]
+    lines = [
+        *tier_lines,
+        *_retimed_daily(),
+        "",
+        *_ci_lines(payloads[0]),
+        "",
+        *_power(power_s),
+    ]
     return "\n".join(lines)
 
 

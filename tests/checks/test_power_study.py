@@ -1,0 +1,142 @@
+"""The regression power study's bookkeeping: which runs make each baseline, what counts.
+
+The study itself takes an hour of real timing (``make bench``); these tests drive its loop
+with a stand-in for the fresh-process check run, so that what it pools and tallies is
+checked on every commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from bench.checks import SLOWED, _power_trials
+from checks.api import CheckResult, Measurement
+
+BATCHES = ("small", "large")
+
+
+@dataclass
+class FakeRuns:
+    """Stands in for a fresh-process daily run of the slowed kernels.
+
+    Each run gets a number, stored as its samples' ``ratio`` so that a pooled baseline
+    shows which runs it holds. A slowdown of 20 % or more is flagged on every entry; the
+    runs numbered in ``flag_clean`` flag one entry of the first kernel although clean.
+    """
+
+    flag_clean: set[int] = field(default_factory=set)
+    made: int = 0
+    #: (slowdown, the run numbers pooled in the baseline it was given; None without one)
+    calls: list[tuple[float, list[int] | None]] = field(default_factory=list)
+
+    def __call__(self, slowdown: float, extra: dict[str, Any], seed: int) -> CheckResult:
+        del seed
+        number = self.made
+        self.made += 1
+        baseline = extra.get("baseline")
+        pooled = None
+        if baseline is not None:
+            entry = baseline["entries"][f"{SLOWED[0]}/small/vectorized"]
+            pooled = [int(v) for v in entry["ratio"]]
+        self.calls.append((slowdown, pooled))
+        measurements: list[Measurement] = []
+        samples: dict[str, Any] = {}
+        for kernel in SLOWED:
+            for batch in BATCHES:
+                flagged = slowdown >= 0.2 or (
+                    number in self.flag_clean and kernel == SLOWED[0] and batch == "large"
+                )
+                labels = {"kernel": kernel, "batch": batch, "profile_id": "p", "seed": "0"}
+                for name, value in (
+                    ("normalized_slowdown_ratio", slowdown),
+                    ("regression_pvalue", 1e-6 if flagged else 0.5),
+                    ("regression_threshold_ratio", 0.1),
+                    ("performance_regression_ratio", max(slowdown, 0.11) if flagged else 0.0),
+                ):
+                    unit = name.rsplit("_", 1)[1]
+                    measurements.append(
+                        Measurement(name=name, value=value, unit=unit, labels=labels)
+                    )
+                samples[f"{kernel}/{batch}/vectorized"] = {
+                    "kernel": kernel,
+                    "batch": batch,
+                    "ratio": [float(number)],
+                    "pass_levels": [1.0, 1.0] if flagged else [1.0],
+                    "peak_memory_bytes": 1,
+                }
+        return CheckResult(
+            check="performance",
+            measurements=tuple(measurements),
+            details={"calibration": "spec", "samples": samples},
+        )
+
+
+def baselines_given(runs: FakeRuns) -> list[list[int] | None]:
+    """Return the baseline each clean trial was judged against, in order."""
+    return [pooled for slowdown, pooled in runs.calls if slowdown == 0.0 and pooled is not None]
+
+
+def test_a_rolling_baseline_is_the_last_five_clean_trials_that_flagged_nothing() -> None:
+    """Runs 0–4 make the first baseline; each unflagged clean trial then replaces the
+    oldest run, and a clean trial that flagged an entry is left out, as the daemon pools
+    only runs that found no regression."""
+    # Round 1 runs 5 (clean) and 6 (20 %); round 2's clean trial is run 7, round 3's run 9.
+    runs = FakeRuns(flag_clean={7})
+    _power_trials(1e9, runs, levels=(0.0, 0.2), max_rounds=4)
+    assert baselines_given(runs) == [
+        [0, 1, 2, 3, 4],
+        [1, 2, 3, 4, 5],
+        [1, 2, 3, 4, 5],  # run 7 flagged: not pooled
+        [2, 3, 4, 5, 9],
+    ]
+
+
+def test_a_recorded_baseline_is_five_runs_in_a_row_renewed_every_few_rounds() -> None:
+    """As ``kernelwatch baseline record``: five runs in a row, a new five every
+    ``rounds_per_baseline`` rounds; trials never join it."""
+    runs = FakeRuns()
+    _power_trials(
+        1e9, runs, protocol="record", rounds_per_baseline=2, levels=(0.0, 0.2), max_rounds=3
+    )
+    # Round 1: runs 0-4 then 5, 6; round 2: 7, 8; round 3: a new baseline 9-13, then 14, 15.
+    assert baselines_given(runs) == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4], [9, 10, 11, 12, 13]]
+    assert runs.made == 16
+
+
+def test_a_kernel_is_flagged_when_any_of_its_entries_is() -> None:
+    """One flagged entry of three kernels × two batches counts its kernel as flagged, and
+    the table reports each kernel's rates and the smallest slowdown flagged in 95 %."""
+    runs = FakeRuns(flag_clean={5})  # round 1's clean trial flags SLOWED[0]/large
+    lines = _power_trials(1e9, runs, levels=(0.0, 0.1, 0.2), max_rounds=2)
+    rows = {
+        (line.split()[0], line.split()[1]): line.split()
+        for line in lines
+        if line.split() and line.split()[0] in SLOWED and line.split()[1] != "%"
+    }
+    first, other = SLOWED[0], SLOWED[1]
+    # columns: kernel, injected, "%", trials, median, "%", re-timed, "%", flagged, "%", ...
+    assert rows[(first, "0")][3] == "2"
+    assert rows[(first, "0")][8] == "50.0"
+    assert rows[(other, "0")][8] == "0.0"
+    assert rows[(first, "20")][8] == "100.0"
+    assert rows[(first, "10")][8] == "0.0"
+    assert f"  {first}: smallest slowdown flagged in >= 95 % (min effect default): 20 %" in lines
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"protocol": "daily"}, "protocol must be"),
+        ({"levels": (0.2, 0.0)}, "levels must start with 0"),
+    ],
+)
+def test_the_study_refuses_a_protocol_or_levels_it_does_not_know(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    """A mistyped protocol or levels without the clean trials first is an error, not a
+    table that silently measures something else."""
+    with pytest.raises(ValueError, match=message):
+        _power_trials(1e9, FakeRuns(), max_rounds=1, **kwargs)
