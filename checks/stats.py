@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats as _sps
 
 __all__ = [
@@ -96,7 +97,9 @@ class MedianSummary:
         return (self.high - self.low) / 2 / abs(self.median)
 
 
-def median_ci(samples: Sequence[float], confidence: float = 0.95) -> MedianSummary:
+def median_ci(
+    samples: Sequence[float] | npt.NDArray[np.floating[Any]], confidence: float = 0.95
+) -> MedianSummary:
     """Return the median and an order-statistic confidence interval of it.
 
     The interval is [x_(k), x_(n−k+1)] for the largest k whose binomial(n, ½) coverage
@@ -194,8 +197,8 @@ class Verdict:
 
 
 def compare(
-    current: Sequence[float],
-    baseline: Sequence[float],
+    current: Sequence[float] | npt.NDArray[np.floating[Any]],
+    baseline: Sequence[float] | npt.NDArray[np.floating[Any]],
     *,
     alpha: float = DEFAULT_ALPHA,
     min_effect: float = DEFAULT_MIN_EFFECT,

@@ -207,7 +207,7 @@ def test_oversized_unchunked_batch_raises_memory_spike(tmp_path: Path) -> None:
     The small batch runs in aggressive mode (one unchunked pass); conservative mode would
     stream the scaled batch in chunks, which is the recovery for this issue.
     """
-    options = {
+    options: dict[str, Any] = {
         "kernels": ["octahedron"],
         "batches": ["small"],
         "repetitions": 3,
@@ -248,7 +248,7 @@ def test_canonical_profile_stays_inside_every_threshold(
     chance makes every rerun against it look slow); only a second crossing fails, which a
     correct check does about once in 400 and a biased one almost always. A crossing first
     trial's table goes to the terminal either way."""
-    options = {"kernels": ["octahedron", "fisher", "quantum"], "extra_timing_s": 0}
+    options: dict[str, Any] = {"kernels": ["octahedron", "fisher", "quantum"], "extra_timing_s": 0}
     result = clean_trial(tmp_path, options)
     if issues(result):
         first = verdict_table(result)
@@ -266,7 +266,7 @@ def test_canonical_profile_stays_inside_every_threshold(
 def test_timings_are_never_compared_across_execution_modes(tmp_path: Path) -> None:
     """After recovery's conservative mode the timings record a new baseline entry and say
     so, while peak memory is still compared with the batch config's own mode."""
-    options = {
+    options: dict[str, Any] = {
         "kernels": ["octahedron"],
         "batches": ["small"],
         "repetitions": 3,
@@ -297,7 +297,7 @@ def test_normalised_slowdown_is_the_level_over_the_baselines(tmp_path: Path) -> 
     """The normalised slowdown is this run's level (fastest quarter of kernel CPU times over
     the calibration's) over the geometric mean of the baseline runs' levels; a baseline
     stored before levels were (no ``run_levels``) gets its level from its pooled CPU times."""
-    options = {"kernels": ["fisher"], "batches": ["small"], "extra_timing_s": 0}
+    options: dict[str, Any] = {"kernels": ["fisher"], "batches": ["small"], "extra_timing_s": 0}
     key = "fisher/small/aggressive"
     first, second = run_check(tmp_path, **options), run_check(tmp_path, **options)
     baseline = baseline_of(first, second)
@@ -504,7 +504,7 @@ def test_a_bad_numeric_option_is_refused(tmp_path: Path, option: str, value: Any
 
 def test_configured_baselines_override_learned_ones(tmp_path: Path) -> None:
     """A configured latency and peak replace the learned figures for that kernel and batch."""
-    options = {"kernels": ["fisher"], "batches": ["small"]}
+    options: dict[str, Any] = {"kernels": ["fisher"], "batches": ["small"]}
     learned = baseline_of(run_check(tmp_path, **options))
     configured = {"fisher": {"small": {"latency_seconds": 10.0, "peak_memory_bytes": 1e12}}}
     result = run_check(tmp_path, **options, baseline=learned, baselines=configured)
@@ -516,7 +516,7 @@ def test_configured_baselines_override_learned_ones(tmp_path: Path) -> None:
 
 def test_baseline_with_another_calibration_gets_no_normalised_test(tmp_path: Path) -> None:
     """Ratios against a different calibration workload are not compared."""
-    options = {"kernels": ["fisher"], "batches": ["small"]}
+    options: dict[str, Any] = {"kernels": ["fisher"], "batches": ["small"]}
     baseline = baseline_of(run_check(tmp_path, **options))
     baseline["calibration"] = "something-else"
     result = run_check(tmp_path, **options, baseline=baseline)
@@ -527,7 +527,7 @@ def test_baseline_with_another_calibration_gets_no_normalised_test(tmp_path: Pat
 
 def test_an_entry_divided_by_another_calibration_kind_is_not_compared(tmp_path: Path) -> None:
     """An entry recorded when its kernel had another character is skipped, with a note."""
-    options = {"kernels": ["fisher"], "batches": ["small"]}
+    options: dict[str, Any] = {"kernels": ["fisher"], "batches": ["small"]}
     baseline = baseline_of(run_check(tmp_path, **options))
     (entry,) = baseline["entries"].values()
     entry["calibration_kind"] = "memory"

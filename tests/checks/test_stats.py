@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from checks.stats import (
@@ -21,10 +23,11 @@ from checks.stats import (
 def test_median_ci_covers_the_true_median_at_least_95_percent() -> None:
     """Over many normal and log-normal samples of 20, the interval holds the true median ≥ 95 %."""
     rng = np.random.default_rng(1)
-    for draw, true_median in (
+    draws: tuple[tuple[Callable[[], npt.NDArray[np.float64]], float], ...] = (
         (lambda: rng.normal(5.0, 1.0, 20), 5.0),
         (lambda: rng.lognormal(0.0, 0.5, 20), 1.0),
-    ):
+    )
+    for draw, true_median in draws:
         hits = 0
         for _ in range(1000):
             s = median_ci(draw())

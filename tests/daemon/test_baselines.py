@@ -6,7 +6,7 @@ import dataclasses
 import io
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -223,7 +223,7 @@ def test_other_checks_and_events_are_ignored(harness: Harness) -> None:
 
 def test_pool_samples_concatenates_lists_and_takes_the_median_peak() -> None:
     """Pooling three runs concatenates their samples; the peak is the median run's."""
-    runs = [
+    runs: list[Mapping[str, Any]] = [
         {"k/small": {"latency_seconds": [float(i)], "ratio": [1.0], "peak_memory_bytes": peak}}
         for i, peak in enumerate((10, 30, 20))
     ]
@@ -231,7 +231,9 @@ def test_pool_samples_concatenates_lists_and_takes_the_median_peak() -> None:
     assert pooled["k/small"]["latency_seconds"] == [0.0, 1.0, 2.0]
     assert pooled["k/small"]["peak_memory_bytes"] == 20
     # Pooling run by run gives the median over the runs too, not that of a median and a run.
-    peaks = [{"k/small": {"ratio": [1.0], "peak_memory_bytes": p}} for p in (10, 12, 30)]
+    peaks: list[Mapping[str, Any]] = [
+        {"k/small": {"ratio": [1.0], "peak_memory_bytes": p}} for p in (10, 12, 30)
+    ]
     stepwise = pool_samples([pool_samples(peaks[:2]), peaks[2]])
     assert stepwise["k/small"]["peak_memory_bytes"] == 12
 

@@ -32,8 +32,10 @@ from daemon.store import RunRow
 DAILY = TierSettings(cron="0 1 * * *", window_s=3600.0, catch_up_grace_s=6 * 3600.0)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")

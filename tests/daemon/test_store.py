@@ -21,8 +21,10 @@ from daemon.store import SCHEMA_VERSION, RunRow, StateStore
 DAILY = TierSettings(cron="0 1 * * *", window_s=3600.0, catch_up_grace_s=6 * 3600.0)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -340,7 +342,9 @@ def test_missed_beyond_grace_is_reported_once_across_restarts(db_path: Path) -> 
             {"daily": DAILY}, {"daily": store.catch_up_baseline("daily", now)}, now
         )
         assert [type(p) for p in plan] == [Missed]
-        store.record_scheduled("daily", plan[0].scheduled_for, "m-22", "missed")
+        missed = plan[0]
+        assert isinstance(missed, Missed)
+        store.record_scheduled("daily", missed.scheduled_for, "m-22", "missed")
     clock.advance(60)
     with StateStore.open(db_path, clock=clock) as store:
         now = clock.now()

@@ -76,9 +76,12 @@ def heal(env: Env, fault: str, issue: str, procedure: str) -> dict[str, Any]:
 def test_memory_bloat_heals_by_conservative_mode(tmp_path: Path) -> None:
     """memory_bloat → memory_spike → enable_conservative_mode; chunks bound the peak again."""
     env = daily_env(tmp_path, "memory_overhead", ["small", "medium", "large"])
-    run = {"run_now": ["weekly", "monthly", "daily"], "policy": {"cooldown_s": 0.0}}
     # No return to the previous mode during the test (that is tested by the policy tests).
-    with env.daemon(**run, recovery={"conservative_healthy_runs": 100}):
+    with env.daemon(
+        run_now=["weekly", "monthly", "daily"],
+        policy={"cooldown_s": 0.0},
+        recovery={"conservative_healthy_runs": 100},
+    ):
         start_healthy(env)
         cleared = heal(env, "memory_bloat", "memory_spike", "enable_conservative_mode")
         crossed = [r for r in env.of_type("ThresholdCrossed") if r["issue"] == "memory_spike"]

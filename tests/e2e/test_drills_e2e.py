@@ -87,12 +87,11 @@ def test_unrepairable_fault_aborts_exactly_once(tmp_path: Path) -> None:
     marker = tmp_path / "stopped.txt"
     stop = tmp_path / "stop.py"
     stop.write_text(f"open({str(marker)!r}, 'a').write('stopped\\n')\n")
-    extra = {
-        "run_now": ["weekly", "monthly"],
-        "policy": {"cooldown_s": 0.0, "max_attempts": 2},
-        "stop_command": [sys.executable, str(stop)],
-    }
-    with env.daemon(**extra):
+    with env.daemon(
+        run_now=["weekly", "monthly"],
+        policy={"cooldown_s": 0.0, "max_attempts": 2},
+        stop_command=[sys.executable, str(stop)],
+    ):
         env.wait_stable_checkpoint()
         for folder in (env.state / "checkpoints").iterdir():
             for npz in folder.glob("params-*.npz"):

@@ -276,7 +276,12 @@ def test_slow_factor_drill_repeats_the_work(monkeypatch: pytest.MonkeyPatch) -> 
     (every pass copies its rows out to NumPy, so MLX's lazy graph cannot drop one)."""
     calls = []
     original = o._run
-    monkeypatch.setattr(o, "_run", lambda *a, **k: calls.append(1) or original(*a, **k))
+
+    def counted_run(*a: Any, **k: Any) -> tuple[Any, ...]:
+        calls.append(1)
+        return original(*a, **k)
+
+    monkeypatch.setattr(o, "_run", counted_run)
     o.activate_mlx(np.ones((2, 8), np.float32), CANONICAL.replace(drill={"slow_factor": 3.0}))
     assert len(calls) == 3
 

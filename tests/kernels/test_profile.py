@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -181,12 +182,18 @@ def test_load_rejects_checksum_mismatch(tmp_path: Path) -> None:
         load_profile(folder)
 
 
-def _replace_arrays(folder: Path, doc: dict[str, Any], **arrays: Any) -> None:
+def _replace_arrays(folder: Path, doc: dict[str, Any], **arrays: npt.ArrayLike) -> None:
     """Write new arrays into the npz and fix up the checksum so only the arrays are bad."""
-    base = {"radii": np.ones(4), "phases": np.zeros(4), "biases": np.zeros(4)}
+    base: dict[str, npt.ArrayLike] = {
+        "radii": np.ones(4),
+        "phases": np.zeros(4),
+        "biases": np.zeros(4),
+    }
     base.update(arrays)
     buf = io.BytesIO()
-    np.savez(buf, **base)
+    # allow_pickle=True is savez's default, spelled out so that ``**base`` is not also
+    # matched against it: the object-array test needs the pickled array written.
+    np.savez(buf, allow_pickle=True, **base)
     (folder / doc["params_file"]).write_bytes(buf.getvalue())
     doc["params_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
     _rewrite_json(folder, doc)

@@ -120,9 +120,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         # for default options (a daily run of 25-50 s, plus a re-timing after a crossing).
         for done, tier in enumerate(TIERS, start=1):
             for instance in instances:
+
+                def completed(instance: str = instance, done: int = done) -> bool:
+                    return runs_completed(instance) >= done
+
                 wait_until(
                     f"the daemon at {instance} to complete its {tier} run ({done} runs)",
-                    lambda instance=instance, done=done: runs_completed(instance) >= done,
+                    completed,
                     timeout_s=180,
                     diagnostics=processes.logs,
                 )
