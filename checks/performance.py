@@ -74,6 +74,13 @@ Measurements (labels ``kernel``, ``batch``, ``profile_id``, ``seed``):
     :func:`checks.stats.effect_threshold`); the slowdown of one pass that is timed again
     (absent when ``confirm_after_s`` is 0); and the normalised slowdown when p < ``alpha``
     and the passes pass the rules above, else 0 (a kernel that got slower).
+``calibration_slowdown_ratio``
+    The mean CPU time of the calibration's fastest ``fast_share`` of calls over the
+    baseline's, minus 1, for every compared entry whose baseline holds calibration CPU
+    times. It judges nothing: it shows a host whose every instruction got slower (not just
+    busier), a state in which the kernels do not all slow alike, so the normalised slowdown
+    cancels it only in part (on the 2-core reference VM: calibration CPU medians 11–24 %
+    over the baseline's while octahedron/large read +17 to +26 %).
 ``memory_overhead_ratio``
     Peak memory over the baseline's, minus 1.
 
@@ -426,6 +433,7 @@ class PerformanceCheck:
             DEFAULT_MIN_EFFECT,
             DEFAULT_SPREAD_FLOOR,
             DEFAULT_SPREAD_Z,
+            fastest_share_ratio,
             median_ci,
         )
         from checks.timing import Calibration, peak_mlx_memory
@@ -622,6 +630,12 @@ class PerformanceCheck:
                 verdict = reference.verdict(case, alpha=alpha, share=fast_share)
                 regressed = verdict.regression > 0
                 add("normalized_slowdown_ratio", verdict.slowdown, "ratio")
+                # Informational: a host whose every instruction got slower moves this one;
+                # the kernels do not all slow alike then, so the ratio cancels it only in part.
+                base_calibration = learned.get("calibration_cpu_seconds")
+                if base_calibration:
+                    slower = fastest_share_ratio(case.calibration_cpu, base_calibration, fast_share)
+                    add("calibration_slowdown_ratio", slower - 1, "ratio")
                 add("regression_pvalue", verdict.pvalue, "pvalue")
                 add("regression_threshold_ratio", reference.threshold, "ratio")
                 if reference.retime_threshold is not None:

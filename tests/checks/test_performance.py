@@ -282,6 +282,7 @@ def test_timings_are_never_compared_across_execution_modes(tmp_path: Path) -> No
         "performance_regression_ratio",
         "normalized_slowdown_ratio",
         "host_slowdown_ratio",
+        "calibration_slowdown_ratio",
     }
     assert "memory_overhead_ratio" in names
     assert (
@@ -319,6 +320,29 @@ def test_normalised_slowdown_is_the_level_over_the_baselines(tmp_path: Path) -> 
     assert values(again, "normalized_slowdown_ratio")["fisher/small"] == pytest.approx(
         level / first.details["samples"][key]["run_levels"][0] - 1
     )
+
+
+def test_the_calibrations_own_slowdown_is_reported_beside_the_verdict(tmp_path: Path) -> None:
+    """``calibration_slowdown_ratio`` is the fastest quarter of this run's calibration CPU
+    times over the baseline's, minus 1: against a baseline timed as if on a host twice as
+    fast it reads about +100 %. A baseline without calibration CPU times gets no figure and
+    is still judged."""
+    options: dict[str, Any] = {"kernels": ["fisher"], "batches": ["small"], "extra_timing_s": 0}
+    key = "fisher/small/aggressive"
+    baseline = baseline_of(run_check(tmp_path, **options), run_check(tmp_path, **options))
+    entry = baseline["entries"][key]
+    entry["calibration_cpu_seconds"] = [t / 2 for t in entry["calibration_cpu_seconds"]]
+    result = run_check(tmp_path, **options, baseline=baseline)
+    slower = values(result, "calibration_slowdown_ratio")["fisher/small"]
+    own = result.details["samples"][key]["calibration_cpu_seconds"]
+    assert slower == pytest.approx(fastest_share_ratio(own, entry["calibration_cpu_seconds"]) - 1)
+    assert 0.5 < slower < 2.0, f"expected about +100 %, got {slower:+.0%}"
+
+    del entry["calibration_cpu_seconds"]
+    old = run_check(tmp_path, **options, baseline=baseline)
+    names = {m.name for m in old.measurements}
+    assert "calibration_slowdown_ratio" not in names
+    assert "performance_regression_ratio" in names
 
 
 #: Options selecting the Fisher kernel slowed for a set number of calls (tests.checks._transient).
