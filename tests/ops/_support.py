@@ -44,6 +44,7 @@ MEASUREMENT_METRICS = frozenset(
         "phase_drift_radians",
         "quantum_state_deviation_distance",
         "normalized_slowdown_ratio",
+        "calibration_slowdown_ratio",
     )
 )
 
