@@ -39,14 +39,17 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float = 30.0, what: str
 
 
 def telemetry_records(state_dir: Path) -> list[dict[str, Any]]:
-    """Every telemetry record under ``state_dir``, in file then line order; all must parse."""
+    """Every telemetry record under ``state_dir``, in file then line order; every whole line
+    must parse. A last line without its newline is still being written by a running daemon
+    (a large record reaches the file in pieces), so it is left for a later read, as
+    ``kernelwatch telemetry`` does."""
     records: list[dict[str, Any]] = []
     folder = state_dir / "telemetry"
     if not folder.exists():
         return records
     for path in sorted(folder.glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            records.append(json.loads(line))
+        *whole, _being_written = path.read_text().split("\n")
+        records.extend(json.loads(line) for line in whole)
     return records
 
 
