@@ -35,6 +35,19 @@ cover both passes, while a kernel that really got slower is slow in both. A note
 each pass's figure. Clean runs rarely pause (on the reference host, 0 of 78 and 3 of 45
 clean trials in two power studies, and 7 % of runs resampled from 125 quiet ones).
 
+Some host states last longer and slow every instruction, not just the share of the CPU
+this process gets: then the kernels do not slow alike, and dividing by the calibration
+cancels the state only in part (on the 2-core reference VM, for over 20 minutes, the
+calibrations' CPU times read 11–24 % over the baseline's and the octahedron kernel's
+normalised slowdown +17 to +26 %, raising false warnings in 7 of 20 clean daily runs).
+The calibration's own CPU time shows such a state. So each bar is widened by how much
+slower the calibration ran than in the baseline (:class:`checks.stats.HostWidening`:
+``host_widening`` × (c − ``host_dead_zone``) when positive, by default c itself): the
+re-timing bar of each pass by that pass's calibration, the regression threshold by both
+passes' together. A kernel that really got slower, on a host in its
+baseline's state, loses nothing; in a slower state a slowdown must be larger to count, a
+note says by how much, and ``host_slowdown_ratio`` still reports the host.
+
 Baseline entries are keyed by what determines a kernel's speed (:func:`entry_key`): the
 kernel, the batch config, the execution mode the batch ran in and, when conservative, its
 ``chunk_rows``. A run whose key has no baseline yet (the first run, or the first run after
@@ -71,16 +84,15 @@ Measurements (labels ``kernel``, ``batch``, ``profile_id``, ``seed``):
     per-call ratios kernel ÷ calibration against the baseline's; the smallest slowdown that
     counts (``min_effect``, widened by ``spread_z`` times the run-to-run spread of the
     baseline's levels, pooled over the kernel's batch configs:
-    :func:`checks.stats.effect_threshold`); the slowdown of one pass that is timed again
-    (absent when ``confirm_after_s`` is 0); and the normalised slowdown when p < ``alpha``
-    and the passes pass the rules above, else 0 (a kernel that got slower).
+    :func:`checks.stats.effect_threshold`, then for the host as above); the slowdown of
+    the first pass that is timed again (absent when ``confirm_after_s`` is 0; widened for
+    the host as above); and the normalised slowdown when p < ``alpha`` and the passes pass
+    the rules above, else 0 (a kernel that got slower).
 ``calibration_slowdown_ratio``
     The mean CPU time of the calibration's fastest ``fast_share`` of calls over the
-    baseline's, minus 1, for every compared entry whose baseline holds calibration CPU
-    times. It judges nothing: it shows a host whose every instruction got slower (not just
-    busier), a state in which the kernels do not all slow alike, so the normalised slowdown
-    cancels it only in part (on the 2-core reference VM: calibration CPU medians 11–24 %
-    over the baseline's while octahedron/large read +17 to +26 %).
+    baseline's, minus 1 (of both passes together when re-timed), for every compared entry
+    whose baseline holds calibration CPU times: a host whose every instruction got slower
+    (not just busier) moves it, and it widens the bars above.
 ``memory_overhead_ratio``
     Peak memory over the baseline's, minus 1.
 
@@ -92,7 +104,8 @@ median ratio and level, one value each, so that pooled entries hold one per run)
 ``pass_levels`` (the level of the first pass and of the re-timing, if any), the
 ``profile_id`` and whether this run found a ``regressed`` kernel (the daemon pools only
 clean runs of the same profile into a baseline). ``details`` also carries the
-``fingerprint`` record and its ``digest``.
+``fingerprint`` record and its ``digest``, and per compared entry the :class:`Judgement`
+its verdict rests on (``judgements``), which replays it under another widening.
 
 The inputs come from ``options["input_seed"]`` (0), not the run's seed: latency depends on
 the data, and a run must time the same inputs as its baseline. The ``seed`` label says which.
@@ -101,7 +114,7 @@ Options: ``repetitions`` (40, the minimum per entry), ``rounds`` (8), ``ci_targe
 ``extra_share`` (5), ``extra_timing_s`` (25), ``warmup`` (3), ``alpha`` (0.002),
 ``min_effect`` (0.10), ``spread_floor`` (0.04), ``spread_z`` (2.5), ``fast_share`` (0.25),
 ``confirm_after_s`` (30; 0 judges the first pass alone, against a one-pass threshold),
-``confirm_z`` (2),
+``confirm_z`` (2), ``host_dead_zone`` (0), ``host_widening`` (1; 0 turns it off),
 ``calibration_size`` (1024 columns), ``calibration_rounds`` (2), ``calibration_memory_mb``
 (32), ``baseline``, ``baseline_state``, ``baselines``, and those of :mod:`checks.common`.
 A numeric option out of range (``alpha`` and ``fast_share`` in (0, 1], the others at least
@@ -126,7 +139,7 @@ import resource
 import sys
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, final
 
@@ -143,11 +156,17 @@ from checks.common import (
 from checks.fingerprint import collect_fingerprint
 
 if TYPE_CHECKING:
-    from checks.stats import Verdict
+    from checks.stats import HostWidening, Verdict
     from kernels.profile import Profile
     from kernels.registry import BatchConfig, Kernel
 
-__all__ = ["DEFAULT_CONFIRM_AFTER_S", "PerformanceCheck", "entry_key", "peak_rss_bytes"]
+__all__ = [
+    "DEFAULT_CONFIRM_AFTER_S",
+    "Judgement",
+    "PerformanceCheck",
+    "entry_key",
+    "peak_rss_bytes",
+]
 
 #: Seconds a slowdown over its threshold waits before it is timed again (0: judge the first
 #: pass alone). The host's slow states last about a minute; see the module docstring.
@@ -227,16 +246,24 @@ class _Case:
     #: Index of the first re-timed sample, when the case was re-timed to confirm a slowdown.
     retimed_from: int | None = None
 
+    def pass_samples(self, samples: list[float]) -> list[list[float]]:
+        """Split ``samples`` (one per repetition) by timing pass: the first, and the
+        re-timing if any."""
+        cut = self.retimed_from
+        return [samples] if cut is None else [samples[:cut], samples[cut:]]
+
     def pass_levels(self, share: float) -> list[float]:
         """Return the level of each timing pass: the first, and the re-timing if any
         (:func:`checks.stats.fastest_share_ratio`)."""
         from checks.stats import fastest_share_ratio
 
-        cut = self.retimed_from
-        bounds = [(0, len(self.kernel_cpu))] if cut is None else [(0, cut), (cut, None)]
         return [
-            fastest_share_ratio(self.kernel_cpu[a:b], self.calibration_cpu[a:b], share)
-            for a, b in bounds
+            fastest_share_ratio(kernel, calibration, share)
+            for kernel, calibration in zip(
+                self.pass_samples(self.kernel_cpu),
+                self.pass_samples(self.calibration_cpu),
+                strict=True,
+            )
         ]
 
     def level(self, share: float) -> float:
@@ -287,48 +314,146 @@ def _companion_levels(
     ]
 
 
+def _geometric_slowdown(slowdowns: Sequence[float]) -> float:
+    """Return the slowdown of the geometric mean of levels that are ``1 + s`` each."""
+    return math.exp(sum(math.log1p(v) for v in slowdowns) / len(slowdowns)) - 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Judgement:
+    """What the verdict on one entry rests on, kept in ``details["judgements"]`` so that it
+    can be replayed under another :class:`checks.stats.HostWidening`.
+
+    ``slowdowns`` and ``calibration_slowdowns`` hold, per timing pass (the first, and the
+    re-timing if any), the normalised slowdown and the calibration's CPU slowdown against
+    the baseline's (0 when the baseline holds no calibration CPU times);
+    ``retime_threshold`` and ``threshold`` are the bars before widening (``retime_threshold``
+    is None when the first pass alone is judged); ``significant`` is the Mann–Whitney test's
+    outcome over all the entry's calls.
+    """
+
+    slowdowns: tuple[float, ...]
+    calibration_slowdowns: tuple[float, ...]
+    retime_threshold: float | None
+    threshold: float
+    significant: bool
+
+    @property
+    def slowdown(self) -> float:
+        """The slowdown of all passes together (their levels' geometric mean)."""
+        return _geometric_slowdown(self.slowdowns)
+
+    @property
+    def calibration_slowdown(self) -> float:
+        """The calibration's CPU slowdown over all passes together."""
+        return _geometric_slowdown(self.calibration_slowdowns)
+
+    def threshold_for(self, widening: HostWidening) -> float:
+        """The bar all passes together must clear, widened for this run's host."""
+        return self.threshold + widening.slack(self.calibration_slowdown)
+
+    def retime_threshold_for(self, widening: HostWidening, index: int = 0) -> float | None:
+        """The bar pass ``index`` must clear on its own, widened for its host (None when
+        the first pass alone is judged)."""
+        if self.retime_threshold is None:
+            return None
+        return self.retime_threshold + widening.slack(self.calibration_slowdowns[index])
+
+    def suspect(self, widening: HostWidening) -> bool:
+        """Whether the first pass is slow enough to be timed again."""
+        bar = self.retime_threshold_for(widening)
+        return bar is not None and self.significant and self.slowdowns[0] > bar
+
+    def regressed(self, widening: HostWidening) -> bool:
+        """Whether this is a regression: significant, all passes together over the threshold
+        and, when suspects are timed again, re-timed with each pass over its own bar (the
+        mean of a slow first pass and a clean re-timing can exceed the threshold alone)."""
+        if not self.significant or self.slowdown <= self.threshold_for(widening):
+            return False
+        if self.retime_threshold is None:
+            return True
+        bars = [self.retime_threshold_for(widening, i) for i in range(len(self.slowdowns))]
+        return len(self.slowdowns) >= 2 and all(
+            s > bar for s, bar in zip(self.slowdowns, bars, strict=True) if bar is not None
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        """Return this judgement as JSON-ready fields."""
+        return {
+            "slowdowns": list(self.slowdowns),
+            "calibration_slowdowns": list(self.calibration_slowdowns),
+            "retime_threshold": self.retime_threshold,
+            "threshold": self.threshold,
+            "significant": self.significant,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Judgement:
+        """Return the judgement :meth:`to_record` wrote."""
+        retime = record["retime_threshold"]
+        return cls(
+            slowdowns=tuple(float(v) for v in record["slowdowns"]),
+            calibration_slowdowns=tuple(float(v) for v in record["calibration_slowdowns"]),
+            retime_threshold=None if retime is None else float(retime),
+            threshold=float(record["threshold"]),
+            significant=bool(record["significant"]),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class _Reference:
     """What one case's timings are judged against: its baseline's per-call ratios, the
     geometric mean of its baseline runs' levels, the smallest slowdown that counts, and,
     when suspect slowdowns are timed again, the slowdown of one pass that makes it suspect
-    (``retime_threshold``; None when the first pass alone is judged)."""
+    (``retime_threshold``; None when the first pass alone is judged), the mean of the
+    fastest share of the baseline's calibration CPU times (``calibration``; None when it
+    holds none), and how a slower host widens the bars."""
 
     ratios: list[float]
     level: float
     threshold: float
     retime_threshold: float | None
+    calibration: float | None
+    widening: HostWidening
 
-    def _compare(self, case: _Case, slowdown: float, *, alpha: float) -> Verdict:
-        from checks.stats import compare
+    def judgement(self, case: _Case, *, alpha: float, share: float) -> tuple[Judgement, Verdict]:
+        """Return what ``case``'s passes so far are judged on, and the Mann–Whitney test of
+        its ratios whose ``slowdown`` is that of all passes together (not yet judged)."""
+        from checks.stats import compare, fastest_share_mean
 
-        return compare(
-            case.ratios, self.ratios, alpha=alpha, min_effect=self.threshold, slowdown=slowdown
+        slowdowns = tuple(v / self.level - 1 for v in case.pass_levels(share))
+        base = self.calibration
+        calibration_slowdowns = tuple(
+            0.0 if base is None else fastest_share_mean(part, share) / base - 1
+            for part in case.pass_samples(case.calibration_cpu)
         )
+        verdict = compare(
+            case.ratios,
+            self.ratios,
+            alpha=alpha,
+            min_effect=self.threshold,
+            slowdown=_geometric_slowdown(slowdowns),
+        )
+        judgement = Judgement(
+            slowdowns=slowdowns,
+            calibration_slowdowns=calibration_slowdowns,
+            retime_threshold=self.retime_threshold,
+            threshold=self.threshold,
+            significant=verdict.significant,
+        )
+        return judgement, verdict
 
     def suspect(self, case: _Case, *, alpha: float, share: float) -> bool:
         """Whether ``case``'s first pass is slow enough to be timed again: significant and
-        over ``retime_threshold``."""
-        if self.retime_threshold is None:
-            return False
-        slowdown = case.pass_levels(share)[0] / self.level - 1
-        verdict = self._compare(case, slowdown, alpha=alpha)
-        return verdict.significant and slowdown > self.retime_threshold
+        over ``retime_threshold``, widened for the host."""
+        judgement, _ = self.judgement(case, alpha=alpha, share=share)
+        return judgement.suspect(self.widening)
 
-    def verdict(self, case: _Case, *, alpha: float, share: float) -> Verdict:
-        """Compare ``case``'s ratios and level (all its passes) with this reference.
-
-        When suspects are timed again, a case is a regression only when it was: each pass
-        alone over ``retime_threshold`` and both together over ``threshold``. The mean of a
-        slow first pass and a clean re-timing can exceed the threshold on its own.
-        """
-        verdict = self._compare(case, case.level(share) / self.level - 1, alpha=alpha)
-        if self.retime_threshold is None:
-            return verdict
-        passes = case.pass_levels(share)
-        if len(passes) < 2 or min(passes) / self.level - 1 <= self.retime_threshold:
-            return replace(verdict, regression=0.0)
-        return verdict
+    def verdict(self, case: _Case, *, alpha: float, share: float) -> tuple[Judgement, Verdict]:
+        """Judge ``case``'s ratios and level (all its passes) against this reference."""
+        judgement, verdict = self.judgement(case, alpha=alpha, share=share)
+        regression = verdict.slowdown if judgement.regressed(self.widening) else 0.0
+        return judgement, replace(verdict, regression=regression)
 
 
 def _reference(
@@ -340,12 +465,13 @@ def _reference(
     spread_floor: float,
     spread_z: float,
     confirm_z: float | None,
+    widening: HostWidening,
 ) -> tuple[_Reference | None, str | None]:
     """Return what ``case`` is judged against, and a note when its learned baseline entry
     cannot be used: it was divided by another calibration kind, or lacks ratios or levels.
     No reference and no note when there is no learned entry. ``confirm_z`` is None when the
     first pass alone is judged, else the spreads a pass must exceed to be timed again."""
-    from checks.stats import effect_threshold
+    from checks.stats import effect_threshold, fastest_share_mean
 
     learned = entries.get(case.key)
     if not isinstance(learned, Mapping) or not learned:
@@ -374,12 +500,16 @@ def _reference(
     retime = None if confirm_z is None else threshold(confirm_z, 0.0, 1)
     judged = threshold(spread_z, min_effect, 1 if confirm_z is None else 2)
     level = math.exp(sum(math.log(v) for v in levels) / len(levels))
+    calibration_cpu = learned.get("calibration_cpu_seconds")
+    calibration = fastest_share_mean(calibration_cpu, share) if calibration_cpu else None
     return (
         _Reference(
             ratios=[float(r) for r in ratios],
             level=level,
             threshold=judged,
             retime_threshold=retime,
+            calibration=calibration if calibration and calibration > 0 else None,
+            widening=widening,
         ),
         None,
     )
@@ -430,10 +560,12 @@ class PerformanceCheck:
             DEFAULT_ALPHA,
             DEFAULT_CONFIRM_Z,
             DEFAULT_FAST_SHARE,
+            DEFAULT_HOST_DEAD_ZONE,
+            DEFAULT_HOST_WIDENING,
             DEFAULT_MIN_EFFECT,
             DEFAULT_SPREAD_FLOOR,
             DEFAULT_SPREAD_Z,
-            fastest_share_ratio,
+            HostWidening,
             median_ci,
         )
         from checks.timing import Calibration, peak_mlx_memory
@@ -459,6 +591,10 @@ class PerformanceCheck:
             options, "confirm_after_s", DEFAULT_CONFIRM_AFTER_S, high=self.timeout_s
         )
         confirm_z = option_float(options, "confirm_z", DEFAULT_CONFIRM_Z)
+        widening = HostWidening(
+            dead_zone=option_float(options, "host_dead_zone", DEFAULT_HOST_DEAD_ZONE),
+            factor=option_float(options, "host_widening", DEFAULT_HOST_WIDENING),
+        )
         calibration = Calibration(
             size=option_int(options, "calibration_size", 1024),
             rounds=option_int(options, "calibration_rounds", 2),
@@ -533,6 +669,7 @@ class PerformanceCheck:
                 spread_floor=spread_floor,
                 spread_z=spread_z,
                 confirm_z=confirm_z if confirm_after_s > 0 else None,
+                widening=widening,
             )
             if note is not None:
                 notes.append(note)
@@ -579,6 +716,7 @@ class PerformanceCheck:
         # Step 6: per case, peak memory, the measurements, and the baseline comparisons.
         measurements: list[Measurement] = []
         samples: dict[str, dict[str, Any]] = {}
+        judgements: dict[str, dict[str, Any]] = {}
         for case in cases:
             kernel, batch, prof, key = case.kernel, case.batch, case.profile, case.key
             peak = peak_mlx_memory(case.call)
@@ -627,27 +765,31 @@ class PerformanceCheck:
             reference = references.get(key)
             regressed = False
             if reference is not None:
-                verdict = reference.verdict(case, alpha=alpha, share=fast_share)
+                judgement, verdict = reference.verdict(case, alpha=alpha, share=fast_share)
+                judgements[key] = judgement.to_record()
                 regressed = verdict.regression > 0
                 add("normalized_slowdown_ratio", verdict.slowdown, "ratio")
-                # Informational: a host whose every instruction got slower moves this one;
-                # the kernels do not all slow alike then, so the ratio cancels it only in part.
-                base_calibration = learned.get("calibration_cpu_seconds")
-                if base_calibration:
-                    slower = fastest_share_ratio(case.calibration_cpu, base_calibration, fast_share)
-                    add("calibration_slowdown_ratio", slower - 1, "ratio")
+                if reference.calibration is not None:
+                    add("calibration_slowdown_ratio", judgement.calibration_slowdown, "ratio")
                 add("regression_pvalue", verdict.pvalue, "pvalue")
-                add("regression_threshold_ratio", reference.threshold, "ratio")
-                if reference.retime_threshold is not None:
-                    add("retime_threshold_ratio", reference.retime_threshold, "ratio")
+                threshold = judgement.threshold_for(widening)
+                add("regression_threshold_ratio", threshold, "ratio")
+                retime_bar = judgement.retime_threshold_for(widening)
+                if retime_bar is not None:
+                    add("retime_threshold_ratio", retime_bar, "ratio")
                 add("performance_regression_ratio", verdict.regression, "ratio")
-                if case.retimed_from is not None:
-                    first, again = (v / reference.level - 1 for v in pass_levels)
+                if threshold > reference.threshold:
                     notes.append(
-                        f"{key}: normalised slowdown {first:.1%} over "
-                        f"{reference.retime_threshold:.1%}; re-timed after "
-                        f"{confirm_after_s:g} s: {again:.1%}; judged on both: "
-                        f"{verdict.slowdown:.1%} against {reference.threshold:.1%}, "
+                        f"{key}: calibration {judgement.calibration_slowdown:.1%} slower than "
+                        f"the baseline's: threshold widened from {reference.threshold:.1%} "
+                        f"to {threshold:.1%}"
+                    )
+                if case.retimed_from is not None:
+                    first, again = judgement.slowdowns
+                    notes.append(
+                        f"{key}: normalised slowdown {first:.1%} over {retime_bar:.1%}; "
+                        f"re-timed after {confirm_after_s:g} s: {again:.1%}; judged on both: "
+                        f"{verdict.slowdown:.1%} against {threshold:.1%}, "
                         + ("a regression" if regressed else "not a regression")
                     )
             samples[key] = {
@@ -683,6 +825,7 @@ class PerformanceCheck:
             notes=tuple(notes),
             details={
                 "samples": samples,
+                "judgements": judgements,
                 "calibration": calibration.spec,
                 "fingerprint": fingerprint.to_record(),
                 "digest": fingerprint.digest(),

@@ -12,8 +12,8 @@ import pytest
 from bench import checks as bench_checks
 from bench.perf_child import run_in_fresh_process
 from checks.api import UNIT_SUFFIXES, CheckResult
-from checks.performance import PerformanceCheck
-from checks.stats import fastest_share_ratio
+from checks.performance import Judgement, PerformanceCheck
+from checks.stats import HostWidening, fastest_share_ratio
 from daemon.baselines import pool_samples
 from kernels.profile import Profile, canonical_profile
 from tests.checks import _transient
@@ -396,6 +396,7 @@ def test_a_slowdown_gone_by_the_retiming_is_not_a_regression(tmp_path: Path) -> 
         spread_z=0.0,
         spread_floor=0.2,
         confirm_z=2.0,
+        host_widening=0.0,  # bars as set here, whatever this host's state against the baseline's
     )
     entry = result.details["samples"][TRANSIENT_ENTRY + "/aggressive"]
     first, again = entry["pass_levels"]
@@ -481,6 +482,7 @@ def test_two_slow_passes_under_the_threshold_together_are_no_regression(tmp_path
         confirm_z=0.0,
         min_effect=1.0,
         spread_z=0.0,
+        host_widening=0.0,  # bars as set here, whatever this host's state against the baseline's
     )
     entry = result.details["samples"][TRANSIENT_ENTRY + "/aggressive"]
     assert len(entry["pass_levels"]) == 2
@@ -490,6 +492,112 @@ def test_two_slow_passes_under_the_threshold_together_are_no_regression(tmp_path
     assert values(result, "performance_regression_ratio") == {TRANSIENT_ENTRY: 0.0}
     (note,) = [n for n in result.notes if "re-timed" in n]
     assert note.endswith("against 100.0%, not a regression")
+
+
+def test_a_host_slower_than_at_the_baseline_widens_both_bars(tmp_path: Path) -> None:
+    """When this run's calibration CPU time reads c over the baseline's, both bars widen by
+    c (:class:`checks.stats.HostWidening`'s defaults): a kernel 50 % slower, against a
+    baseline whose calibration ran twice as fast, is not even timed again, and a note says
+    why. With ``host_widening = 0`` the same slowdown is a regression. The judgement kept
+    in ``details`` replays either verdict, as the power study does."""
+    key = TRANSIENT_ENTRY + "/aggressive"
+    baseline = baseline_of(run_transient(tmp_path, 0), run_transient(tmp_path, 0))
+    entry = baseline["entries"][key]
+    entry["calibration_cpu_seconds"] = [t / 2 for t in entry["calibration_cpu_seconds"]]
+    options: dict[str, Any] = {"baseline": baseline, "confirm_after_s": 0.5}
+    widened = run_transient(tmp_path, 10_000, factor=1.5, **options)
+    plain = run_transient(tmp_path, 10_000, factor=1.5, **options, host_widening=0.0)
+
+    slower = values(widened, "calibration_slowdown_ratio")[TRANSIENT_ENTRY]
+    assert 0.5 < slower < 2.0, f"expected about +100 %, got {slower:+.0%}"
+    judgement = Judgement.from_record(widened.details["judgements"][key])
+    assert judgement.calibration_slowdown == pytest.approx(slower)
+    assert values(widened, "regression_threshold_ratio")[TRANSIENT_ENTRY] == pytest.approx(
+        judgement.threshold + slower
+    )
+    assert judgement.retime_threshold is not None
+    assert values(widened, "retime_threshold_ratio")[TRANSIENT_ENTRY] == pytest.approx(
+        judgement.retime_threshold + slower
+    )
+    assert 0.3 < values(widened, "normalized_slowdown_ratio")[TRANSIENT_ENTRY] < 0.8
+    assert len(widened.details["samples"][key]["pass_levels"]) == 1
+    assert values(widened, "performance_regression_ratio") == {TRANSIENT_ENTRY: 0.0}
+    assert "performance_regression" not in issues(widened), verdict_table(widened)
+    assert any(
+        n.startswith(key + ": calibration ") and "threshold widened from" in n
+        for n in widened.notes
+    )
+    assert judgement.suspect(HostWidening(factor=0.0)), "without widening it is re-timed"
+
+    assert len(plain.details["samples"][key]["pass_levels"]) == 2
+    assert values(plain, "performance_regression_ratio")[TRANSIENT_ENTRY] > 0.3
+    assert "performance_regression" in issues(plain), verdict_table(plain)
+    replayed = Judgement.from_record(plain.details["judgements"][key])
+    assert replayed.regressed(HostWidening(factor=0.0))
+    assert not replayed.regressed(HostWidening())
+
+
+@pytest.mark.parametrize(
+    ("slowdowns", "calibration_slowdowns", "retime", "significant", "plain", "widened"),
+    [
+        # Both passes over their bars: a regression either way.
+        ((0.20, 0.20), (0.00, 0.08), 0.09, True, True, True),
+        # The re-timing ran on a host 20 % slower: its bar widens to 9 % + 20 %.
+        ((0.20, 0.20), (0.00, 0.20), 0.09, True, True, False),
+        # A calibration 5 % slower widens each bar by 5 points.
+        ((0.12, 0.12), (0.05, 0.05), 0.09, True, True, False),
+        # A faster host never narrows a bar.
+        ((0.12, 0.12), (-0.30, -0.30), 0.09, True, True, True),
+        ((0.20, 0.20), (0.00, 0.00), 0.09, False, False, False),  # not significant
+        ((0.20,), (0.00,), 0.09, True, False, False),  # suspect, never re-timed
+        ((0.20,), (0.08,), None, True, True, True),  # first pass alone judged
+        ((0.20,), (0.30,), None, True, True, False),
+    ],
+)
+def test_a_judgement_widens_each_pass_bar_by_its_own_calibration(
+    slowdowns: tuple[float, ...],
+    calibration_slowdowns: tuple[float, ...],
+    retime: float | None,
+    significant: bool,
+    plain: bool,
+    widened: bool,
+) -> None:
+    """Each pass's bar widens by its own calibration's slowdown past the dead zone, and the
+    threshold by that of both passes together; without widening the bars stay put."""
+    judgement = Judgement(
+        slowdowns=slowdowns,
+        calibration_slowdowns=calibration_slowdowns,
+        retime_threshold=retime,
+        threshold=0.10,
+        significant=significant,
+    )
+    assert judgement.regressed(HostWidening(factor=0.0)) is plain
+    assert judgement.regressed(HostWidening()) is widened
+    assert Judgement.from_record(json.loads(json.dumps(judgement.to_record()))) == judgement
+
+
+def test_a_dead_zone_leaves_small_calibration_slowdowns_out_of_the_bars() -> None:
+    """``host_dead_zone`` is subtracted from the calibration's slowdown before it widens:
+    5 % slower passes widen nothing with a 5 % dead zone, and a 25 % slower one by 20 points
+    (half of it, with ``host_widening`` 0.5)."""
+    judgement = Judgement(
+        slowdowns=(0.12, 0.12),
+        calibration_slowdowns=(0.05, 0.05),
+        retime_threshold=0.09,
+        threshold=0.10,
+        significant=True,
+    )
+    assert judgement.regressed(HostWidening(dead_zone=0.05))
+    assert judgement.threshold_for(HostWidening(dead_zone=0.05)) == pytest.approx(0.10)
+    slow = Judgement(
+        slowdowns=(0.3,),
+        calibration_slowdowns=(0.25,),
+        retime_threshold=None,
+        threshold=0.10,
+        significant=True,
+    )
+    assert slow.threshold_for(HostWidening(dead_zone=0.05)) == pytest.approx(0.30)
+    assert slow.threshold_for(HostWidening(dead_zone=0.05, factor=0.5)) == pytest.approx(0.20)
 
 
 def test_no_retiming_when_confirmation_is_off(tmp_path: Path) -> None:
@@ -524,6 +632,8 @@ def test_no_retiming_when_confirmation_is_off(tmp_path: Path) -> None:
         ("ci_target", -0.1),
         ("extra_timing_s", 301.0),
         ("alpha", "0.01"),
+        ("host_widening", -1.0),
+        ("host_dead_zone", float("nan")),
     ],
 )
 def test_a_bad_numeric_option_is_refused(tmp_path: Path, option: str, value: Any) -> None:
