@@ -23,13 +23,17 @@
    included, is a fresh process (:mod:`bench.perf_child`), as the daemon's daily runs are:
    trials in one process would miss the drift between processes, and would drift away from
    a baseline recorded at the process's start (measured: clean trials 2–8 % faster than it
-   after a few minutes). An entry is flagged when ``performance_regression_ratio`` > 0:
+   after a few minutes). An entry is flagged when the default rule finds a regression:
    p < 0.002, the first pass over ``retime_threshold_ratio`` and so timed again
    ``confirm_after_s`` later, the re-timing over it too, and both passes together over
    ``regression_threshold_ratio`` (the 10 % minimum effect widened by the baseline's
-   run-to-run spread, see :func:`checks.stats.effect_threshold`); a kernel is flagged when
-   any of its entries is. The table also shows the share of trials re-timed and the rate
-   of p < 0.002 with a reported slowdown over a plain 5 %, from the same trials.
+   run-to-run spread, see :func:`checks.stats.effect_threshold`, and each bar by how much
+   slower the calibration ran than at the baseline, :class:`checks.stats.HostWidening`);
+   a kernel is flagged when any of its entries is. Trials are timed without the host
+   widening and the default rule is replayed on each entry's kept
+   :class:`checks.performance.Judgement`, so the table shows the rule with and without the
+   widening on the same trials. It also shows the share of trials re-timed and the rate of
+   p < 0.002 with a reported slowdown over a plain 5 %, from the same trials.
 
 Set ``KERNELWATCH_BENCH_POWER_S`` to change the power study's duration (default 600 s: the
 five runs of the first baseline and a round or two of levels, each a daily run of the three
@@ -46,9 +50,12 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from checks.api import CheckResult
+
+if TYPE_CHECKING:
+    from checks.stats import HostWidening
 
 #: Mutable knob of :func:`slowed_octahedron`: the share of extra time each call spins.
 INJECTED: dict[str, float] = {"slowdown": 0.0}
@@ -192,6 +199,9 @@ def _power(
     options: dict[str, Any] = {
         "kernels": list(SLOWED),
         "extra_kernels": list(SLOWED_SPECS),
+        # Timed without host widening, so that every suspect is re-timed; the default rule
+        # (widening included) is replayed on each run's judgements, side by side.
+        "host_widening": 0.0,
     }
     if batches is not None:
         options["batches"] = batches
@@ -224,6 +234,7 @@ def _power_trials(
     batches: list[str] | None = None,
     levels: tuple[float, ...] = LEVELS,
     max_rounds: int | None = None,
+    widening: HostWidening | None = None,
 ) -> list[str]:
     """Run the study's trials through ``trial(slowdown, extra options, seed)``; table lines.
 
@@ -242,16 +253,27 @@ def _power_trials(
         baselines rather than conditioned on one baseline's luck.
 
     A kernel counts as flagged in a trial when any of its entries (batch configs) is: an
-    alert names the entry, and a person reads it as that kernel.
+    alert names the entry, and a person reads it as that kernel. Trials run without host
+    widening (``host_widening = 0``, so every suspect is re-timed); each entry's kept
+    :class:`checks.performance.Judgement` is judged again under ``widening`` (the check's
+    default when None), which is what the default rule flags, in the same trials: widening
+    only removes suspects and verdicts, never adds them. The table gives both, and a clean
+    trial joins the rolling baseline when the default rule flagged nothing in it.
     """
+    from checks.performance import Judgement
+    from checks.stats import HostWidening
     from daemon.baselines import BASELINE_RUNS
+
+    widening = HostWidening() if widening is None else widening
+    unwidened = HostWidening(factor=0.0)
 
     if protocol not in ("rolling", "record"):
         raise ValueError(f"protocol must be 'rolling' or 'record', got {protocol!r}")
     if not levels or levels[0] != 0.0:
         raise ValueError(f"levels must start with 0 (the clean trials), got {levels!r}")
-    # per kernel and level: trials, flagged (default), flagged (5 %), re-timed
-    counts = {(k, lv): [0, 0, 0, 0] for k in SLOWED for lv in levels}
+    # per kernel and level: trials, flagged (default), flagged (5 %), re-timed, flagged
+    # (no widening)
+    counts = {(k, lv): [0, 0, 0, 0, 0] for k in SLOWED for lv in levels}
     measured: dict[tuple[str, float], list[float]] = {key: [] for key in counts}
     thresholds: dict[str, list[float]] = {k: [] for k in SLOWED}
     deadline = time.perf_counter() + power_s
@@ -275,16 +297,20 @@ def _power_trials(
                     by_entry.setdefault((m.labels["kernel"], m.labels["batch"]), {})[m.name] = (
                         m.value
                     )
+            samples = result.details["samples"]
             retimed = {
-                sample["kernel"]
-                for sample in result.details["samples"].values()
-                if len(sample["pass_levels"]) > 1
+                sample["kernel"] for sample in samples.values() if len(sample["pass_levels"]) > 1
             }
+            judged = [
+                (samples[key]["kernel"], Judgement.from_record(record))
+                for key, record in result.details["judgements"].items()
+            ]
             any_flagged = False
             for kernel in SLOWED:
                 entries = [v for (k, _), v in by_entry.items() if k == kernel]
                 key = (kernel, level)
-                flagged = any(v["performance_regression_ratio"] > 0 for v in entries)
+                own = [j for k, j in judged if k == kernel]
+                flagged = any(j.regressed(widening) for j in own)
                 any_flagged |= flagged
                 counts[key][0] += 1
                 counts[key][1] += flagged
@@ -293,6 +319,7 @@ def _power_trials(
                     for v in entries
                 )
                 counts[key][3] += kernel in retimed
+                counts[key][4] += any(j.regressed(unwidened) for j in own)
                 measured[key] += [v["normalized_slowdown_ratio"] for v in entries]
                 if level == 0.0:
                     thresholds[kernel] += [v["regression_threshold_ratio"] for v in entries]
@@ -311,24 +338,27 @@ def _power_trials(
     lines = [
         f"regression power (batches {', '.join(batches) if batches else 'all'}, default"
         f" options, {power_s:.0f} s, {rounds} rounds of levels; {how}):",
-        "  a kernel is flagged when any of its entries is; measured: median over entries",
+        "  a kernel is flagged when any of its entries is; measured: median over entries;",
+        f"  default: host widening {widening.factor:g} past a {widening.dead_zone:.0%} dead"
+        " zone, replayed on trials timed without it (re-timed: share timed again without it)",
         "  kernel             injected  trials  median measured  re-timed  flagged (default)"
-        "  (plain 5 % min effect)",
+        "  (no widening)  (plain 5 % min effect)",
     ]
     for kernel in SLOWED:
         spread = thresholds[kernel]
         lines.append(
             f"  {kernel}: regression threshold {min(spread) * 100:.1f}–{max(spread) * 100:.1f} %"
-            " (both passes together; from the baselines)"
+            " (both passes together, before widening; from the baselines)"
         )
         for level in levels:
-            n, f10, f5, again = counts[(kernel, level)]
+            n, f10, f5, again, plain = counts[(kernel, level)]
             med = statistics.median(measured[(kernel, level)]) * 100
             lines.append(
                 f"  {kernel:<18} {level * 100:6.0f} %  {n:6d}  {med:13.1f} %"
-                f"  {again / n * 100:6.1f} %  {f10 / n * 100:15.1f} %  {f5 / n * 100:20.1f} %"
+                f"  {again / n * 100:6.1f} %  {f10 / n * 100:15.1f} %"
+                f"  {plain / n * 100:12.1f} %  {f5 / n * 100:20.1f} %"
             )
-        for label, column in (("default", 1), ("5 %", 2)):
+        for label, column in (("default", 1), ("default, no widening", 4), ("5 %", 2)):
             powered = [
                 lv
                 for lv in levels[1:]

@@ -14,6 +14,7 @@ import pytest
 
 from bench.checks import SLOWED, _power_trials
 from checks.api import CheckResult, Measurement
+from checks.performance import Judgement
 
 BATCHES = ("small", "large")
 
@@ -24,10 +25,13 @@ class FakeRuns:
 
     Each run gets a number, stored as its samples' ``ratio`` so that a pooled baseline
     shows which runs it holds. A slowdown of 20 % or more is flagged on every entry; the
-    runs numbered in ``flag_clean`` flag one entry of the first kernel although clean.
+    runs numbered in ``flag_clean`` flag one entry of the first kernel although clean. The
+    runs numbered in ``slow_host`` time every entry on a host 30 % slower than at the
+    baseline (their calibration's CPU slowdown), which the default widening clears.
     """
 
     flag_clean: set[int] = field(default_factory=set)
+    slow_host: set[int] = field(default_factory=set)
     made: int = 0
     #: (slowdown, the run numbers pooled in the baseline it was given; None without one)
     calls: list[tuple[float, list[int] | None]] = field(default_factory=list)
@@ -44,6 +48,8 @@ class FakeRuns:
         self.calls.append((slowdown, pooled))
         measurements: list[Measurement] = []
         samples: dict[str, Any] = {}
+        judgements: dict[str, Any] = {}
+        host = 0.3 if number in self.slow_host else 0.0
         for kernel in SLOWED:
             for batch in BATCHES:
                 flagged = slowdown >= 0.2 or (
@@ -60,6 +66,14 @@ class FakeRuns:
                     measurements.append(
                         Measurement(name=name, value=value, unit=unit, labels=labels)
                     )
+                passes = 2 if flagged else 1
+                judgements[f"{kernel}/{batch}/vectorized"] = Judgement(
+                    slowdowns=(max(slowdown, 0.2) if flagged else slowdown,) * passes,
+                    calibration_slowdowns=(host,) * passes,
+                    retime_threshold=0.09,
+                    threshold=0.1,
+                    significant=flagged,
+                ).to_record()
                 samples[f"{kernel}/{batch}/vectorized"] = {
                     "kernel": kernel,
                     "batch": batch,
@@ -70,7 +84,7 @@ class FakeRuns:
         return CheckResult(
             check="performance",
             measurements=tuple(measurements),
-            details={"calibration": "spec", "samples": samples},
+            details={"calibration": "spec", "samples": samples, "judgements": judgements},
         )
 
 
@@ -140,3 +154,37 @@ def test_the_study_refuses_a_protocol_or_levels_it_does_not_know(
     table that silently measures something else."""
     with pytest.raises(ValueError, match=message):
         _power_trials(1e9, FakeRuns(), max_rounds=1, **kwargs)
+
+
+def rows_of(lines: list[str]) -> dict[tuple[str, str], list[str]]:
+    """Return the table's rows by (kernel, injected %), split into words."""
+    return {
+        (line.split()[0], line.split()[1]): line.split()
+        for line in lines
+        if line.split() and line.split()[0] in SLOWED and line.split()[1] != "%"
+    }
+
+
+def test_trials_on_a_slower_host_are_flagged_only_without_widening() -> None:
+    """The default rule is replayed on each trial's judgements: a 20 % trial timed while
+    the calibration ran 30 % slower than at the baseline is flagged without widening, not
+    with it, and the table gives both columns. A clean trial there that only the unwidened
+    rule flags still joins the rolling baseline."""
+    # Round 1 runs 5 (clean) and 6 (20 %), round 2 runs 7 and 8: all on the slow host.
+    runs = FakeRuns(slow_host={5, 6, 7, 8}, flag_clean={5})
+    lines = _power_trials(1e9, runs, levels=(0.0, 0.2), max_rounds=3)
+    rows = rows_of(lines)
+    first = SLOWED[0]
+    # columns: kernel, injected, "%", trials, median, "%", re-timed, "%", flagged, "%",
+    # flagged without widening, "%", plain 5 %, "%"
+    assert rows[(first, "20")][3] == "3"
+    assert rows[(first, "20")][8] == "33.3"  # round 3 only
+    assert rows[(first, "20")][10] == "100.0"
+    assert rows[(first, "0")][8] == "0.0"
+    assert rows[(first, "0")][10] == "33.3"
+    assert baselines_given(runs)[1] == [1, 2, 3, 4, 5]
+    assert f"  {first}: smallest slowdown flagged in >= 95 % (min effect default): none" in lines
+    assert (
+        f"  {first}: smallest slowdown flagged in >= 95 % (min effect default, no widening): 20 %"
+        in lines
+    )
