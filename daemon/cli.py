@@ -283,6 +283,9 @@ def _check(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
             for c in payload["checks"]
         ]
         _table(sys.stdout, ["check", "status", "duration_s", "measurements", "detail"], rows)
+        for c in payload["checks"]:
+            for note in c["notes"]:
+                print(f"{c['check']}: {note}")
         print(f"{payload['target']}: {payload['status'].upper()}")
     return int(status)
 

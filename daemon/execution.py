@@ -82,6 +82,8 @@ class CheckReport:
     breaches: tuple[str, ...]
     error: str = ""
     cancelled: bool = False
+    #: What the check said about how it measured (no baseline yet, a widened threshold...).
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +336,12 @@ class TierExecutor:
                 )
             )
             return CheckReport(
-                name, evaluation.status, outcome.duration_s, measurements, evaluation.breaches
+                name,
+                evaluation.status,
+                outcome.duration_s,
+                measurements,
+                evaluation.breaches,
+                notes=tuple(outcome.result.notes),
             )
         if isinstance(outcome, ChildTimedOut):
             self._bus.publish(

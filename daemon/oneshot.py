@@ -81,6 +81,7 @@ def run_once(config: Config, state_dir: Path, target: str) -> tuple[Status, dict
                 "duration_s": r.duration_s,
                 "error": r.error,
                 "breaches": list(r.breaches),
+                "notes": list(r.notes),
                 "measurements": [m.to_record() for m in r.measurements],
             }
             for r in result.reports

@@ -338,6 +338,7 @@ def test_check_command_judges_against_the_recorded_baseline(tmp_path: Path) -> N
 
     _, before = run_once(config, state, "performance")
     assert "normalized_slowdown_ratio" not in names(before)  # no baseline: nothing to judge
+    assert "no baseline yet: this run records one" in before["checks"][0]["notes"]
     assert not StateLayout(state).database.exists()  # and the one-shot run wrote none
     assert record_command(config, state, 1, io.StringIO()) == 0
     _, after = run_once(config, state, "performance")

@@ -199,7 +199,8 @@ def test_systemd_notify_protocol(tmp_path: Path) -> None:
 
 
 def test_check_cli_exit_codes_and_json(tmp_path: Path) -> None:
-    """`kernelwatch check` exits 0/1/2 by the worst level and prints JSON with --json."""
+    """`kernelwatch check` exits 0/1/2 by the worst level and prints JSON with --json, the
+    check's notes included; without --json a table, then each note under its check's name."""
     for value, expected in ((0.5, 0), (1.5, 1), (3.0, 2)):
         config = write_config(
             tmp_path / f"kw{value}.toml", daemon_config(free_port(), GAUGE.format(value=value))
@@ -211,6 +212,11 @@ def test_check_cli_exit_codes_and_json(tmp_path: Path) -> None:
         payload = json.loads(result.stdout)
         assert payload["exit_code"] == expected
         assert payload["checks"][0]["measurements"][0]["value"] == value
+        assert payload["checks"][0]["notes"] == [f"gauge read {value:g}"]
+    table = run_cli("check", "gauge", "--config", str(config), "--state-dir", str(tmp_path / "s"))
+    assert table.returncode == 2, table.stderr
+    assert "gauge: gauge read 3\n" in table.stdout
+    assert table.stdout.endswith("gauge: CRITICAL\n")
     assert not (tmp_path / "s" / "telemetry").exists()  # the one-shot leaves no state behind
 
 
