@@ -7,8 +7,10 @@ Three pieces (KERNELS.md §2):
   :func:`fisher_rao_reference`); exact at zero distance, unlike the arccos form.
   All pairs use one matmul, ``2·arccos(clip(√P·√Qᵀ))``
   (:func:`fisher_rao_pairs_reference`, :func:`fisher_rao_pairs_mlx`), whose
-  error near zero distance is about ``2·√(2·ε)`` (≈ 1e-3 in float32, 3e-8 in
-  float64) because arccos is flat at 1.
+  error near zero distance is ``2·√(2·δ)`` for an error δ in the coefficient
+  √p·√q, because arccos is flat at 1: at least ``2·√(2·ε)`` (≈ 1e-3 in float32,
+  4e-8 in float64), and up to ``2·√(2·K·ε)`` over K categories, since the sum of
+  K products carries up to K roundings.
 * The Fisher information metric of G independent softmax groups of C classes:
   block-diagonal, one block ``diag(p) − p·pᵀ`` per group. Held as a SciPy CSR
   matrix when more than half of its entries are exactly zero, never thresholded,
@@ -166,7 +168,8 @@ def fisher_rao_pairs_reference(
 ) -> FloatArray:
     """Return all-pairs distances ``2·arccos(clip(√P·√Qᵀ, −1, 1))``, shape (Bp, Bq).
 
-    Near zero distance the error is about ``2·√(2·ε)`` of ``dtype``.
+    Near zero distance the error is up to ``2·√(2·K·ε)`` of ``dtype`` over K categories
+    (see the module docstring).
 
     >>> np.round(fisher_rao_pairs_reference([[1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]), 6).tolist()
     [[0.0, 3.141593]]
