@@ -370,11 +370,12 @@ class Judgement:
         mean of a slow first pass and a clean re-timing can exceed the threshold alone)."""
         if not self.significant or self.slowdown <= self.threshold_for(widening):
             return False
-        if self.retime_threshold is None:
+        retime = self.retime_threshold
+        if retime is None:
             return True
-        bars = [self.retime_threshold_for(widening, i) for i in range(len(self.slowdowns))]
         return len(self.slowdowns) >= 2 and all(
-            s > bar for s, bar in zip(self.slowdowns, bars, strict=True) if bar is not None
+            s > retime + widening.slack(c)
+            for s, c in zip(self.slowdowns, self.calibration_slowdowns, strict=True)
         )
 
     def to_record(self) -> dict[str, Any]:
