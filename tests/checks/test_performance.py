@@ -488,7 +488,12 @@ def test_two_slow_passes_under_the_threshold_together_are_no_regression(tmp_path
     assert len(entry["pass_levels"]) == 2
     assert values(result, "retime_threshold_ratio") == {TRANSIENT_ENTRY: 0.0}
     assert values(result, "regression_threshold_ratio") == {TRANSIENT_ENTRY: 1.0}
-    assert 0.2 < values(result, "normalized_slowdown_ratio")[TRANSIENT_ENTRY] < 1.0
+    # Each pass over its bar of 0, both together under 100 %: how far over 0 the 50 % of CPU
+    # time reads in wall-clock levels depends on the MLX threads (+20 % once on CI).
+    judgement = Judgement.from_record(result.details["judgements"][TRANSIENT_ENTRY + "/aggressive"])
+    assert all(s > 0 for s in judgement.slowdowns), verdict_table(result)
+    assert judgement.slowdown < 1.0, verdict_table(result)
+    assert values(result, "normalized_slowdown_ratio") == {TRANSIENT_ENTRY: judgement.slowdown}
     assert values(result, "performance_regression_ratio") == {TRANSIENT_ENTRY: 0.0}
     (note,) = [n for n in result.notes if "re-timed" in n]
     assert note.endswith("against 100.0%, not a regression")
@@ -496,16 +501,19 @@ def test_two_slow_passes_under_the_threshold_together_are_no_regression(tmp_path
 
 def test_a_host_slower_than_at_the_baseline_widens_both_bars(tmp_path: Path) -> None:
     """When this run's calibration CPU time reads c over the baseline's, both bars widen by
-    c (:class:`checks.stats.HostWidening`'s defaults): a kernel 50 % slower, against a
-    baseline whose calibration ran twice as fast, is not even timed again, and a note says
-    why. With ``host_widening = 0`` the same slowdown is a regression. The judgement kept
+    c (:class:`checks.stats.HostWidening`'s defaults): a kernel about twice as slow, against
+    a baseline whose calibration ran five times as fast, is not even timed again, and a note
+    says why. With ``host_widening = 0`` the same slowdown is a regression. The judgement kept
     in ``details`` replays either verdict, as the power study does."""
     key = TRANSIENT_ENTRY + "/aggressive"
     baseline = baseline_of(run_transient(tmp_path, 0), run_transient(tmp_path, 0))
     entry = baseline["entries"][key]
-    entry["calibration_cpu_seconds"] = [t / 2 for t in entry["calibration_cpu_seconds"]]
+    entry["calibration_cpu_seconds"] = [t / 5 for t in entry["calibration_cpu_seconds"]]
     # Bars fixed before widening (a 20 % threshold, a re-timing bar at 0), since two
-    # in-process baseline runs can spread widely and set bars over 50 % by themselves.
+    # in-process baseline runs can spread widely and set bars over 50 % by themselves. The
+    # margins are wide on both sides: the doubled CPU time reads near +100 % in wall-clock
+    # levels here (a 1.5 factor read +20 %, not +50 %, once on a loaded CI host), against a
+    # plain bar of 20 % and a widened one near 400 %.
     options: dict[str, Any] = {
         "baseline": baseline,
         "confirm_after_s": 0.5,
@@ -513,11 +521,11 @@ def test_a_host_slower_than_at_the_baseline_widens_both_bars(tmp_path: Path) -> 
         "spread_z": 0.0,
         "confirm_z": 0.0,
     }
-    widened = run_transient(tmp_path, 10_000, factor=1.5, **options)
-    plain = run_transient(tmp_path, 10_000, factor=1.5, **options, host_widening=0.0)
+    widened = run_transient(tmp_path, 10_000, factor=2.0, **options)
+    plain = run_transient(tmp_path, 10_000, factor=2.0, **options, host_widening=0.0)
 
     slower = values(widened, "calibration_slowdown_ratio")[TRANSIENT_ENTRY]
-    assert 0.5 < slower < 2.0, f"expected about +100 %, got {slower:+.0%}"
+    assert 2.0 < slower < 8.0, f"expected about +400 %, got {slower:+.0%}"
     judgement = Judgement.from_record(widened.details["judgements"][key])
     assert judgement.calibration_slowdown == pytest.approx(slower)
     assert values(widened, "regression_threshold_ratio")[TRANSIENT_ENTRY] == pytest.approx(
@@ -527,7 +535,8 @@ def test_a_host_slower_than_at_the_baseline_widens_both_bars(tmp_path: Path) -> 
     assert values(widened, "retime_threshold_ratio")[TRANSIENT_ENTRY] == pytest.approx(
         judgement.retime_threshold + slower
     )
-    assert 0.3 < values(widened, "normalized_slowdown_ratio")[TRANSIENT_ENTRY] < 0.8
+    slowdown = values(widened, "normalized_slowdown_ratio")[TRANSIENT_ENTRY]
+    assert 0.2 < slowdown < slower, verdict_table(widened)
     assert len(widened.details["samples"][key]["pass_levels"]) == 1
     assert values(widened, "performance_regression_ratio") == {TRANSIENT_ENTRY: 0.0}
     assert "performance_regression" not in issues(widened), verdict_table(widened)
