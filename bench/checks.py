@@ -38,19 +38,23 @@
 Set ``KERNELWATCH_BENCH_POWER_S`` to change the power study's duration (default 600 s: the
 five runs of the first baseline and a round or two of levels, each a daily run of the three
 slowed kernels with its extra rounds and, when it is suspect, a re-timing after 30 s; an
-hour gives about a dozen trials per level).
+hour gives about a dozen trials per level), ``KERNELWATCH_BENCH_POWER_LEVELS`` its injected
+slowdowns (comma-separated shares, 0 first; default ``0,0.05,0.1,0.2,0.3``), and
+``KERNELWATCH_BENCH_POWER_RECORD`` a file to append each trial's judgements to, to judge
+them again later under another widening (:mod:`bench.power_replay`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from checks.api import CheckResult
 
@@ -187,12 +191,13 @@ def _power(
     protocol: str = "rolling",
     batches: list[str] | None = None,
     levels: tuple[float, ...] = LEVELS,
+    record: TextIO | None = None,
 ) -> list[str]:
     """Run the regression power study for about ``power_s`` seconds; return table lines.
 
     ``protocol`` says how baselines are made (see :func:`_power_trials`); ``batches`` limits
     the batch configs (all three when None, as the daily tier runs them); ``levels`` are
-    the injected slowdowns, 0 (clean) first.
+    the injected slowdowns, 0 (clean) first; each trial's record goes to ``record``.
     """
     from bench.perf_child import run_in_fresh_process
 
@@ -212,7 +217,9 @@ def _power(
                 Path(folder), {**options, **extra}, slowdown=slowdown, seed=seed
             )
 
-        return _power_trials(power_s, trial, protocol=protocol, batches=batches, levels=levels)
+        return _power_trials(
+            power_s, trial, protocol=protocol, batches=batches, levels=levels, record=record
+        )
 
 
 def _baseline_of(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -235,6 +242,7 @@ def _power_trials(
     levels: tuple[float, ...] = LEVELS,
     max_rounds: int | None = None,
     widening: HostWidening | None = None,
+    record: TextIO | None = None,
 ) -> list[str]:
     """Run the study's trials through ``trial(slowdown, extra options, seed)``; table lines.
 
@@ -258,8 +266,11 @@ def _power_trials(
     :class:`checks.performance.Judgement` is judged again under ``widening`` (the check's
     default when None), which is what the default rule flags, in the same trials: widening
     only removes suspects and verdicts, never adds them. The table gives both, and a clean
-    trial joins the rolling baseline when the default rule flagged nothing in it.
+    trial joins the rolling baseline when the default rule flagged nothing in it. Each
+    trial's :func:`bench.power_replay.trial_record` is written to ``record`` as a JSON line,
+    flushed at once, so that a study cut off keeps what it timed.
     """
+    from bench.power_replay import rate, trial_record
     from checks.performance import Judgement
     from checks.stats import HostWidening
     from daemon.baselines import BASELINE_RUNS
@@ -291,6 +302,9 @@ def _power_trials(
         for level in levels:
             seed += 1
             result = trial(level, {"baseline": baseline}, seed)
+            if record is not None:
+                record.write(json.dumps(trial_record(rounds, level, result)) + "\n")
+                record.flush()
             by_entry: dict[tuple[str, str], dict[str, float]] = {}
             for m in result.measurements:
                 if "batch" in m.labels:
@@ -358,6 +372,8 @@ def _power_trials(
                 f"  {again / n * 100:6.1f} %  {f10 / n * 100:15.1f} %"
                 f"  {plain / n * 100:12.1f} %  {f5 / n * 100:20.1f} %"
             )
+        clean, false_alarms = counts[(kernel, 0.0)][:2]
+        lines.append(f"  {kernel}: clean trials flagged (default): {rate(false_alarms, clean)}")
         for label, column in (("default", 1), ("default, no widening", 4), ("5 %", 2)):
             powered = [
                 lv
@@ -375,16 +391,16 @@ def checks_table(power_s: float | None = None) -> str:
     """Return the check-tier benchmark table (see the module docstring)."""
     if power_s is None:
         power_s = float(os.environ.get("KERNELWATCH_BENCH_POWER_S", "600"))
+    levels = LEVELS
+    if "KERNELWATCH_BENCH_POWER_LEVELS" in os.environ:
+        levels = tuple(float(v) for v in os.environ["KERNELWATCH_BENCH_POWER_LEVELS"].split(","))
     tier_lines, payloads = _tier_times()
-    lines = [
-        *tier_lines,
-        *_retimed_daily(),
-        "",
-        *_ci_lines(payloads[0]),
-        "",
-        *_power(power_s),
-    ]
-    return "\n".join(lines)
+    lines = [*tier_lines, *_retimed_daily(), "", *_ci_lines(payloads[0]), ""]
+    record_path = os.environ.get("KERNELWATCH_BENCH_POWER_RECORD")
+    if record_path is None:
+        return "\n".join([*lines, *_power(power_s, levels=levels)])
+    with Path(record_path).open("a", encoding="utf-8") as record:
+        return "\n".join([*lines, *_power(power_s, levels=levels, record=record)])
 
 
 if __name__ == "__main__":

@@ -8,13 +8,16 @@ checked on every commit.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.checks import SLOWED, _power_trials
+from bench.power_replay import read_records, replay
 from checks.api import CheckResult, Measurement
 from checks.performance import Judgement
+from checks.stats import HostWidening
 
 BATCHES = ("small", "large")
 
@@ -188,3 +191,53 @@ def test_trials_on_a_slower_host_are_flagged_only_without_widening() -> None:
         f"  {first}: smallest slowdown flagged in >= 95 % (min effect default, no widening): 20 %"
         in lines
     )
+
+
+def test_each_trial_is_recorded_and_replays_to_the_tables_verdicts(tmp_path: Path) -> None:
+    """With a record file, each trial appends one line holding its entries' judgements;
+    replaying them under the default widening and without it gives the table's columns,
+    and a torn last line (a study cut off mid-write) is skipped."""
+    runs = FakeRuns(slow_host={5, 6}, flag_clean={7})
+    path = tmp_path / "trials.jsonl"
+    with path.open("w", encoding="utf-8") as record:
+        lines = _power_trials(1e9, runs, levels=(0.0, 0.2), max_rounds=3, record=record)
+    with path.open("a", encoding="utf-8") as record:
+        record.write('{"round": 4, "lev')
+    records = read_records(path)
+    assert [(r["round"], r["level"]) for r in records] == [
+        (1, 0.0),
+        (1, 0.2),
+        (2, 0.0),
+        (2, 0.2),
+        (3, 0.0),
+        (3, 0.2),
+    ]
+    assert len(records[0]["entries"]) == len(SLOWED) * len(BATCHES)
+    first = SLOWED[0]
+    default = {
+        line.split()[1]: line
+        for line in replay(records, HostWidening())[2:]
+        if line.split()[0] == first
+    }
+    plain = {
+        line.split()[1]: line
+        for line in replay(records, HostWidening(factor=0.0))[2:]
+        if line.split()[0] == first
+    }
+    rows = rows_of(lines)
+    assert rows[(first, "0")][8] == "33.3"
+    assert "1/3 = 33.3%" in default["0"]
+    assert rows[(first, "20")][8] == "66.7"
+    assert "2/3 = 66.7%" in default["20"]
+    assert rows[(first, "20")][10] == "100.0"
+    assert "3/3 = 100.0%" in plain["20"]
+    assert "(95 %: 29.2–100.0 %)" in plain["20"]
+    assert f"  {first}: clean trials flagged (default): 1/3 = 33.3% (95 %: 0.8–90.6 %)" in lines
+
+
+def test_a_bad_line_inside_a_record_file_names_its_line(tmp_path: Path) -> None:
+    """Only the last line may be torn; a bad line before it is an error naming it."""
+    path = tmp_path / "trials.jsonl"
+    path.write_text('{"torn\n{"round": 1, "level": 0.0, "entries": {}}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"trials.jsonl:1: not a trial record"):
+        read_records(path)
