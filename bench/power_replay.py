@@ -18,6 +18,7 @@ rule's, not the replayed one's.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -55,9 +56,13 @@ def trial_record(round_: int, level: float, result: CheckResult) -> dict[str, An
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Read a study's trial records; a torn last line (a study cut off mid-write) is
+    """Read a study's trial records (gzipped when the name ends in ``.gz``, as the studies
+    kept under ``bench/studies/`` are); a torn last line (a study cut off mid-write) is
     skipped with a warning, any other bad line is an error naming it."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.suffix == ".gz":
+        lines = gzip.decompress(path.read_bytes()).decode("utf-8").splitlines()
+    else:
+        lines = path.read_text(encoding="utf-8").splitlines()
     records = []
     for number, line in enumerate(lines, start=1):
         try:

@@ -7,6 +7,7 @@ checked on every commit.
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,8 @@ def test_trials_on_a_slower_host_are_flagged_only_without_widening() -> None:
 def test_each_trial_is_recorded_and_replays_to_the_tables_verdicts(tmp_path: Path) -> None:
     """With a record file, each trial appends one line holding its entries' judgements;
     replaying them under the default widening and without it gives the table's columns,
-    and a torn last line (a study cut off mid-write) is skipped."""
+    a torn last line (a study cut off mid-write) is skipped, and a gzipped copy (as the
+    studies kept in ``bench/studies/``) reads the same."""
     runs = FakeRuns(slow_host={5, 6}, flag_clean={7})
     path = tmp_path / "trials.jsonl"
     with path.open("w", encoding="utf-8") as record:
@@ -204,6 +206,9 @@ def test_each_trial_is_recorded_and_replays_to_the_tables_verdicts(tmp_path: Pat
     with path.open("a", encoding="utf-8") as record:
         record.write('{"round": 4, "lev')
     records = read_records(path)
+    packed = tmp_path / "trials.jsonl.gz"
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    assert read_records(packed) == records
     assert [(r["round"], r["level"]) for r in records] == [
         (1, 0.0),
         (1, 0.2),
