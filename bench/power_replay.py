@@ -9,6 +9,11 @@ suspect was re-timed, and any :class:`checks.stats.HostWidening` replays exactly
 (widening only removes suspects and verdicts)::
 
     python -m bench.power_replay FILE [--dead-zone 0.05] [--factor 1]
+    python -m bench.power_replay FILE --sensitivity-from EARLIER_FILE [--prior-weight 0.05]
+
+The second form tries a widening fitted per entry (:func:`host_sensitivity`): each entry's
+factor is how much its clean trials' normalised slowdown moved with the calibration's
+slowdown in an earlier study, judged on trials it was not fitted on.
 
 One caveat: the study's rolling baseline admits the clean trials that the default rule
 flagged nothing in, so the baselines a replay's trials were judged against are the default
@@ -75,28 +80,69 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def flagged_kernels(record: Mapping[str, Any], widening: HostWidening) -> dict[str, bool]:
+def host_sensitivity(
+    records: Iterable[Mapping[str, Any]], prior_weight: float = 0.05
+) -> dict[str, float]:
+    """Per entry, how much its normalised slowdown moves with the calibration's CPU
+    slowdown, from the clean trials' first passes: the slope through the origin (a clean
+    run on the baseline's host reads 0), shrunk toward 1 (the default factor) as if
+    ``prior_weight`` more squared calibration slowdown had been seen on that line,
+    ``(Σ c·s + w) / (Σ c² + w)``, and at least 0. With the host always as at the baseline
+    (c near 0) it stays near 1; clean trials in slow states pull it toward the entry's own
+    response, which differs by kernel (see the CHANGELOG's study of 2026-12-07).
+    """
+    sums: dict[str, list[float]] = {}
+    for record in records:
+        if record["level"] != 0.0:
+            continue
+        for key, entry in record["entries"].items():
+            c, s = entry["calibration_slowdowns"][0], entry["slowdowns"][0]
+            total = sums.setdefault(key, [0.0, 0.0])
+            total[0] += c * s
+            total[1] += c * c
+    if prior_weight < 0:
+        raise ValueError(f"prior_weight must be at least 0, got {prior_weight}")
+    return {
+        # Nothing seen off the baseline's host and no prior: the default factor.
+        key: max(0.0, (cs + prior_weight) / (cc + prior_weight)) if cc + prior_weight else 1.0
+        for key, (cs, cc) in sums.items()
+    }
+
+
+def flagged_kernels(
+    record: Mapping[str, Any],
+    widening: HostWidening,
+    factors: Mapping[str, float] | None = None,
+) -> dict[str, bool]:
     """Per kernel of one trial, whether any of its entries is a regression under
-    ``widening`` (a person reads an alert on any entry as that kernel's)."""
+    ``widening``, with its factor replaced by ``factors[entry]`` where given (a person
+    reads an alert on any entry as that kernel's)."""
     flagged: dict[str, bool] = {}
-    for entry in record["entries"].values():
+    for key, entry in record["entries"].items():
         judgement = Judgement.from_record(entry)
-        flagged[entry["kernel"]] = flagged.get(entry["kernel"], False) or judgement.regressed(
-            widening
-        )
+        rule = widening
+        if factors is not None and key in factors:
+            rule = HostWidening(dead_zone=widening.dead_zone, factor=factors[key])
+        flagged[entry["kernel"]] = flagged.get(entry["kernel"], False) or judgement.regressed(rule)
     return flagged
 
 
-def replay(records: Iterable[Mapping[str, Any]], widening: HostWidening) -> list[str]:
-    """Per kernel and injected slowdown, the trials flagged under ``widening``."""
+def replay(
+    records: Iterable[Mapping[str, Any]],
+    widening: HostWidening,
+    factors: Mapping[str, float] | None = None,
+) -> list[str]:
+    """Per kernel and injected slowdown, the trials flagged under ``widening`` (its factor
+    replaced per entry by ``factors`` where given)."""
     counts: dict[tuple[str, float], list[int]] = {}
     for record in records:
-        for kernel, flagged in flagged_kernels(record, widening).items():
+        for kernel, flagged in flagged_kernels(record, widening, factors).items():
             tally = counts.setdefault((kernel, record["level"]), [0, 0])
             tally[0] += 1
             tally[1] += flagged
+    factor = "per entry" if factors is not None else f"{widening.factor:g}"
     lines = [
-        f"host widening {widening.factor:g} past a {widening.dead_zone:.0%} dead zone:",
+        f"host widening {factor} past a {widening.dead_zone:.0%} dead zone:",
         "  kernel             injected  flagged",
     ]
     for kernel, level in sorted(counts):
@@ -111,10 +157,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     default = HostWidening()
     parser.add_argument("--dead-zone", type=float, default=default.dead_zone)
     parser.add_argument("--factor", type=float, default=default.factor)
+    parser.add_argument(
+        "--sensitivity-from",
+        type=Path,
+        metavar="FIT_FILE",
+        help="fit each entry's factor on these trials' clean runs (host_sensitivity)",
+    )
+    parser.add_argument("--prior-weight", type=float, default=0.05)
     args = parser.parse_args(argv)
     records = read_records(args.file)
     widening = HostWidening(dead_zone=args.dead_zone, factor=args.factor)
-    print("\n".join(replay(records, widening)))
+    factors = None
+    if args.sensitivity_from is not None:
+        factors = host_sensitivity(read_records(args.sensitivity_from), args.prior_weight)
+        for key, factor in sorted(factors.items()):
+            print(f"{key}: factor {factor:.2f}")
+    print("\n".join(replay(records, widening, factors)))
     return 0
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bench.checks import SLOWED, _power_trials
-from bench.power_replay import read_records, replay
+from bench.power_replay import flagged_kernels, host_sensitivity, read_records, replay
 from checks.api import CheckResult, Measurement
 from checks.performance import Judgement
 from checks.stats import HostWidening
@@ -246,3 +246,62 @@ def test_a_bad_line_inside_a_record_file_names_its_line(tmp_path: Path) -> None:
     path.write_text('{"torn\n{"round": 1, "level": 0.0, "entries": {}}\n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"trials.jsonl:1: not a trial record"):
         read_records(path)
+
+
+def clean_record(pairs: dict[str, tuple[float, float]], level: float = 0.0) -> dict[str, Any]:
+    """A trial record whose entries each had one pass: (calibration slowdown, slowdown)."""
+    return {
+        "round": 1,
+        "level": level,
+        "entries": {
+            key: {
+                "kernel": key.split("/")[0],
+                "batch": key.split("/")[1],
+                **Judgement(
+                    slowdowns=(s,),
+                    calibration_slowdowns=(c,),
+                    retime_threshold=None,
+                    threshold=0.1,
+                    significant=True,
+                ).to_record(),
+            }
+            for key, (c, s) in pairs.items()
+        },
+    }
+
+
+def test_host_sensitivity_is_each_entrys_clean_slope_shrunk_toward_one() -> None:
+    """An entry whose clean slowdown follows 0.8 × the calibration's gets a factor near
+    0.8, one that does not move gets one near 0, one never seen off the baseline's host
+    keeps 1, a falling one is held at 0, and trials with a slowdown injected are not used."""
+    states = (0.0, 0.1, 0.2, 0.3)
+    records = [
+        clean_record(
+            {
+                "follows/small/m": (c, 0.8 * c),
+                "steady/small/m": (c, 0.0),
+                "unseen/small/m": (0.0, 0.01),
+                "falls/small/m": (c, -0.5 * c),
+            }
+        )
+        for c in states
+    ]
+    records.append(clean_record({"follows/small/m": (0.3, 0.9)}, level=0.2))
+    factors = host_sensitivity(records, prior_weight=0.05)
+    seen = sum(c * c for c in states)  # 0.14
+    assert factors["follows/small/m"] == pytest.approx((0.8 * seen + 0.05) / (seen + 0.05))
+    assert factors["steady/small/m"] == pytest.approx(0.05 / (seen + 0.05))
+    assert factors["unseen/small/m"] == pytest.approx(1.0)
+    assert factors["falls/small/m"] == 0.0
+    unshrunk = host_sensitivity(records, prior_weight=0.0)
+    assert unshrunk["follows/small/m"] == pytest.approx(0.8)
+    assert unshrunk["unseen/small/m"] == 1.0
+    with pytest.raises(ValueError, match="prior_weight"):
+        host_sensitivity(records, prior_weight=-1.0)
+
+    # A 20 % slowdown on a host 30 % slower: over its bar of 10 % widened by 0.3 × factor
+    # only where the factor is small.
+    trial = clean_record({"follows/small/m": (0.3, 0.2), "steady/small/m": (0.3, 0.2)}, 0.2)
+    assert flagged_kernels(trial, HostWidening()) == {"follows": False, "steady": False}
+    assert flagged_kernels(trial, HostWidening(), factors) == {"follows": False, "steady": True}
+    assert "host widening per entry" in replay([trial], HostWidening(), factors)[0]
