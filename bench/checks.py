@@ -270,8 +270,7 @@ def _power_trials(
     trial's :func:`bench.power_replay.trial_record` is written to ``record`` as a JSON line,
     flushed at once, so that a study cut off keeps what it timed.
     """
-    from bench.power_replay import rate, trial_record
-    from checks.performance import Judgement
+    from bench.power_replay import flagged_kernels, rate, trial_record
     from checks.stats import HostWidening
     from daemon.baselines import BASELINE_RUNS
 
@@ -302,9 +301,12 @@ def _power_trials(
         for level in levels:
             seed += 1
             result = trial(level, {"baseline": baseline}, seed)
+            kept = trial_record(rounds, level, result)
             if record is not None:
-                record.write(json.dumps(trial_record(rounds, level, result)) + "\n")
+                record.write(json.dumps(kept) + "\n")
                 record.flush()
+            flagged_by_default = flagged_kernels(kept, widening)
+            flagged_unwidened = flagged_kernels(kept, unwidened)
             by_entry: dict[tuple[str, str], dict[str, float]] = {}
             for m in result.measurements:
                 if "batch" in m.labels:
@@ -315,16 +317,11 @@ def _power_trials(
             retimed = {
                 sample["kernel"] for sample in samples.values() if len(sample["pass_levels"]) > 1
             }
-            judged = [
-                (samples[key]["kernel"], Judgement.from_record(record))
-                for key, record in result.details["judgements"].items()
-            ]
             any_flagged = False
             for kernel in SLOWED:
                 entries = [v for (k, _), v in by_entry.items() if k == kernel]
                 key = (kernel, level)
-                own = [j for k, j in judged if k == kernel]
-                flagged = any(j.regressed(widening) for j in own)
+                flagged = flagged_by_default.get(kernel, False)
                 any_flagged |= flagged
                 counts[key][0] += 1
                 counts[key][1] += flagged
@@ -333,7 +330,7 @@ def _power_trials(
                     for v in entries
                 )
                 counts[key][3] += kernel in retimed
-                counts[key][4] += any(j.regressed(unwidened) for j in own)
+                counts[key][4] += flagged_unwidened.get(kernel, False)
                 measured[key] += [v["normalized_slowdown_ratio"] for v in entries]
                 if level == 0.0:
                     thresholds[kernel] += [v["regression_threshold_ratio"] for v in entries]

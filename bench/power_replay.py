@@ -89,8 +89,10 @@ def host_sensitivity(
     ``prior_weight`` more squared calibration slowdown had been seen on that line,
     ``(Σ c·s + w) / (Σ c² + w)``, and at least 0. With the host always as at the baseline
     (c near 0) it stays near 1; clean trials in slow states pull it toward the entry's own
-    response, which differs by kernel (see the CHANGELOG's study of 2026-12-07).
+    response, which differs by kernel (``bench/studies/2026-12-07/``).
     """
+    if prior_weight < 0:
+        raise ValueError(f"prior_weight must be at least 0, got {prior_weight}")
     sums: dict[str, list[float]] = {}
     for record in records:
         if record["level"] != 0.0:
@@ -100,8 +102,6 @@ def host_sensitivity(
             total = sums.setdefault(key, [0.0, 0.0])
             total[0] += c * s
             total[1] += c * c
-    if prior_weight < 0:
-        raise ValueError(f"prior_weight must be at least 0, got {prior_weight}")
     return {
         # Nothing seen off the baseline's host and no prior: the default factor.
         key: max(0.0, (cs + prior_weight) / (cc + prior_weight)) if cc + prior_weight else 1.0
