@@ -99,7 +99,10 @@ DEFAULT_HOST_DEAD_ZONE = 0.0
 #: reference VM the calibrations read +11 to +24 % (dispatch) while the octahedron kernel's
 #: normalised slowdown read +17 to +26 % (correlation 0.63, slope 0.70 over 36 entries),
 #: and Fisher's and quantum's stayed within about 10 %. 1 covers a kernel that slows up to
-#: twice as much as its calibration.
+#: twice as much as its calibration. One factor for every entry is a compromise: in the
+#: studies kept in ``bench/studies/2026-12-07/`` the clean slope was near 0 for the Fisher
+#: kernel and 0.7–1.3 for the octahedron, and the widening cost Fisher 4 and 3 of its
+#: 20 %-slowed trials (of 11 and 33) while clearing octahedron's false alarms.
 DEFAULT_HOST_WIDENING = 1.0
 
 
