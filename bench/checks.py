@@ -40,8 +40,11 @@ five runs of the first baseline and a round or two of levels, each a daily run o
 slowed kernels with its extra rounds and, when it is suspect, a re-timing after 30 s; an
 hour gives about a dozen trials per level), ``KERNELWATCH_BENCH_POWER_LEVELS`` its injected
 slowdowns (comma-separated shares, 0 first; default ``0,0.05,0.1,0.2,0.3``), and
-``KERNELWATCH_BENCH_POWER_RECORD`` a file to append each trial's judgements to, to judge
-them again later under another widening (:mod:`bench.power_replay`).
+``KERNELWATCH_BENCH_POWER_RECORD`` a file to append each trial's timings and judgements to,
+baseline runs included, to judge them again later under another widening
+(:mod:`bench.power_replay`) or rule (:mod:`bench.power_rejudge`), and
+``KERNELWATCH_BENCH_POWER_RETIME_ALL=1`` re-times every significantly slower first pass, so
+that rules re-timing more than the default can be judged on the record (see :func:`_power`).
 """
 
 from __future__ import annotations
@@ -192,12 +195,18 @@ def _power(
     batches: list[str] | None = None,
     levels: tuple[float, ...] = LEVELS,
     record: TextIO | None = None,
+    retime_all: bool = False,
 ) -> list[str]:
     """Run the regression power study for about ``power_s`` seconds; return table lines.
 
     ``protocol`` says how baselines are made (see :func:`_power_trials`); ``batches`` limits
     the batch configs (all three when None, as the daily tier runs them); ``levels`` are
     the injected slowdowns, 0 (clean) first; each trial's record goes to ``record``.
+    ``retime_all`` re-times every first pass that is significantly slower than the
+    baseline at all (``confirm_z`` 0), so that a record can be judged again under a rule
+    that re-times more than the default (:mod:`bench.power_rejudge`); the table's
+    "default" column then holds that laxer re-timing bar, and the rejudged one is the
+    default's figure.
     """
     from bench.perf_child import run_in_fresh_process
 
@@ -208,6 +217,8 @@ def _power(
         # (widening included) is replayed on each run's judgements, side by side.
         "host_widening": 0.0,
     }
+    if retime_all:
+        options["confirm_z"] = 0.0
     if batches is not None:
         options["batches"] = batches
     with tempfile.TemporaryDirectory() as folder:
@@ -294,7 +305,10 @@ def _power_trials(
         time.perf_counter() < deadline and (max_rounds is None or rounds < max_rounds)
     ):
         if not window or (protocol == "record" and rounds % rounds_per_baseline == 0):
-            window = [trial(0.0, {}, i).details for i in range(BASELINE_RUNS)]
+            runs = [trial(0.0, {}, i) for i in range(BASELINE_RUNS)]
+            for run in runs if record is not None else []:
+                record.write(json.dumps(trial_record(rounds, 0.0, run, baseline=True)) + "\n")
+            window = [run.details for run in runs]
             baselines += 1
         baseline = _baseline_of(window)
         rounds += 1
@@ -394,10 +408,12 @@ def checks_table(power_s: float | None = None) -> str:
     tier_lines, payloads = _tier_times()
     lines = [*tier_lines, *_retimed_daily(), "", *_ci_lines(payloads[0]), ""]
     record_path = os.environ.get("KERNELWATCH_BENCH_POWER_RECORD")
+    retime_all = os.environ.get("KERNELWATCH_BENCH_POWER_RETIME_ALL") == "1"
     if record_path is None:
-        return "\n".join([*lines, *_power(power_s, levels=levels)])
+        return "\n".join([*lines, *_power(power_s, levels=levels, retime_all=retime_all)])
     with Path(record_path).open("a", encoding="utf-8") as record:
-        return "\n".join([*lines, *_power(power_s, levels=levels, record=record)])
+        power = _power(power_s, levels=levels, record=record, retime_all=retime_all)
+        return "\n".join([*lines, *power])
 
 
 if __name__ == "__main__":

@@ -46,18 +46,45 @@ def rate(flagged: int, trials: int) -> str:
     return f"{flagged}/{trials} = {flagged / trials:.1%} (95 %: {low * 100:.1f}–{high * 100:.1f} %)"
 
 
-def trial_record(round_: int, level: float, result: CheckResult) -> dict[str, Any]:
-    """What one trial's verdicts rest on, as one JSON-ready line."""
-    samples = result.details["samples"]
+def trial_record(
+    round_: int, level: float, result: CheckResult, *, baseline: bool = False
+) -> dict[str, Any]:
+    """What one trial's verdicts rest on, as one JSON-ready line: per entry its kernel,
+    batch, calibration kind and :class:`checks.performance.Timings` (CPU times, enough to
+    judge the trial again under another rule and baseline, :mod:`bench.power_rejudge`),
+    and its :class:`checks.performance.Judgement` when it was compared with a baseline.
+    ``baseline`` marks one of the runs a baseline is pooled from, not a trial."""
+    from checks.performance import Timings
+
+    details = result.details
+    samples = details["samples"]
+    judgements = details.get("judgements", {})
+    retimed_from = details.get("retimed_from", {})
+    entries = {}
+    for key, sample in samples.items():
+        timings = Timings(
+            sample["cpu_seconds"], sample["calibration_cpu_seconds"], retimed_from.get(key)
+        )
+        entries[key] = {
+            "kernel": sample["kernel"],
+            "batch": sample["batch"],
+            "calibration_kind": sample.get("calibration_kind"),
+            "timings": timings.to_record(),
+            **judgements.get(key, {}),
+        }
     return {
         "utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "round": round_,
         "level": level,
-        "entries": {
-            key: {"kernel": samples[key]["kernel"], "batch": samples[key]["batch"], **record}
-            for key, record in result.details["judgements"].items()
-        },
+        "baseline": baseline,
+        "calibration": details.get("calibration"),
+        "entries": entries,
     }
+
+
+def judged(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Return the records of trials judged against a baseline (not the baseline's own runs)."""
+    return [record for record in records if not record.get("baseline", False)]
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -94,7 +121,7 @@ def host_sensitivity(
     if prior_weight < 0:
         raise ValueError(f"prior_weight must be at least 0, got {prior_weight}")
     sums: dict[str, list[float]] = {}
-    for record in records:
+    for record in judged(records):
         if record["level"] != 0.0:
             continue
         for key, entry in record["entries"].items():
@@ -135,7 +162,7 @@ def replay(
     """Per kernel and injected slowdown, the trials flagged under ``widening`` (its factor
     replaced per entry by ``factors`` where given)."""
     counts: dict[tuple[str, float], list[int]] = {}
-    for record in records:
+    for record in judged(records):
         for kernel, flagged in flagged_kernels(record, widening, factors).items():
             tally = counts.setdefault((kernel, record["level"]), [0, 0])
             tally[0] += 1

@@ -60,6 +60,14 @@ def option_int(options: Mapping[str, Any], key: str, default: int, *, minimum: i
     return value
 
 
+def option_bool(options: Mapping[str, Any], key: str, default: bool) -> bool:
+    """Return the boolean option ``key`` (default ``default``), refusing anything but a bool."""
+    value = options.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"option {key!r} must be true or false, got {value!r}")
+    return value
+
+
 def option_float(
     options: Mapping[str, Any],
     key: str,

@@ -105,7 +105,8 @@ median ratio and level, one value each, so that pooled entries hold one per run)
 ``profile_id`` and whether this run found a ``regressed`` kernel (the daemon pools only
 clean runs of the same profile into a baseline). ``details`` also carries the
 ``fingerprint`` record and its ``digest``, and per compared entry the :class:`Judgement`
-its verdict rests on (``judgements``), which replays it under another widening.
+its verdict rests on (``judgements``), which replays it under another widening, and per
+re-timed entry the index of its first re-timed sample (``retimed_from``).
 
 The inputs come from ``options["input_seed"]`` (0), not the run's seed: latency depends on
 the data, and a run must time the same inputs as its baseline. The ``seed`` label says which.
@@ -148,6 +149,7 @@ from checks.common import (
     batch_profile,
     labels,
     load_active_profile,
+    option_bool,
     option_float,
     option_int,
     select_batches,
@@ -156,7 +158,7 @@ from checks.common import (
 from checks.fingerprint import collect_fingerprint
 
 if TYPE_CHECKING:
-    from checks.stats import HostWidening, Verdict
+    from checks.stats import HostResponse, HostWidening, Verdict
     from kernels.profile import Profile
     from kernels.registry import BatchConfig, Kernel
 
@@ -164,7 +166,10 @@ __all__ = [
     "DEFAULT_CONFIRM_AFTER_S",
     "Judgement",
     "PerformanceCheck",
+    "Rule",
+    "Timings",
     "entry_key",
+    "judge",
     "peak_rss_bytes",
 ]
 
@@ -227,22 +232,15 @@ def _memory_entry(
     return {}
 
 
-@dataclass
-class _Case:
-    """One kernel × batch config being timed: its call, and the samples gathered so far."""
+@dataclass(slots=True)
+class Timings:
+    """One entry's CPU times in one run, kernel and calibration per repetition, and where
+    its re-timing (if any) starts: what its levels and verdict are computed from, kept in
+    the power study's records so that a study can be judged again under another rule
+    (:mod:`bench.power_rejudge`)."""
 
-    kernel: Kernel
-    batch: BatchConfig
-    profile: Profile
-    call: Callable[[], Any]
-    workload: Callable[[], None]
-    key: str
-    kernel_wall: list[float] = field(default_factory=list)
-    calibration_wall: list[float] = field(default_factory=list)
     kernel_cpu: list[float] = field(default_factory=list)
     calibration_cpu: list[float] = field(default_factory=list)
-    hits: int = 0
-    misses: int = 0
     #: Index of the first re-timed sample, when the case was re-timed to confirm a slowdown.
     retimed_from: int | None = None
 
@@ -251,6 +249,13 @@ class _Case:
         re-timing if any."""
         cut = self.retimed_from
         return [samples] if cut is None else [samples[:cut], samples[cut:]]
+
+    def first_pass(self) -> Timings:
+        """Return the first pass alone (these timings when not re-timed)."""
+        cut = self.retimed_from
+        if cut is None:
+            return self
+        return Timings(self.kernel_cpu[:cut], self.calibration_cpu[:cut])
 
     def pass_levels(self, share: float) -> list[float]:
         """Return the level of each timing pass: the first, and the re-timing if any
@@ -266,12 +271,19 @@ class _Case:
             )
         ]
 
+    def pass_calibration_levels(self, share: float) -> list[float]:
+        """Return the mean CPU time of the calibration's fastest ``share`` of calls, per pass."""
+        from checks.stats import fastest_share_mean
+
+        return [fastest_share_mean(part, share) for part in self.pass_samples(self.calibration_cpu)]
+
     def level(self, share: float) -> float:
         """Return the run's level: the geometric mean of its passes' levels."""
-        levels = self.pass_levels(share)
-        if len(levels) == 1:
-            return levels[0]
-        return math.exp(sum(math.log(v) for v in levels) / len(levels))
+        return _geometric_mean(self.pass_levels(share))
+
+    def calibration_level(self, share: float) -> float:
+        """Return the run's calibration level: the geometric mean of its passes'."""
+        return _geometric_mean(self.pass_calibration_levels(share))
 
     @property
     def ratios(self) -> list[float]:
@@ -280,6 +292,79 @@ class _Case:
             k / c if c > 0 else float("inf")
             for k, c in zip(self.kernel_cpu, self.calibration_cpu, strict=True)
         ]
+
+    def baseline_fields(self, share: float) -> dict[str, Any]:
+        """Return what a baseline pools of this run (see :mod:`daemon.baselines`)."""
+        import numpy as np
+
+        ratios = self.ratios
+        return {
+            "cpu_seconds": list(self.kernel_cpu),
+            "calibration_cpu_seconds": list(self.calibration_cpu),
+            "ratio": ratios,
+            "run_ratio_medians": [float(np.median(ratios))],
+            "run_levels": [self.level(share)],
+            "run_calibration_levels": [self.calibration_level(share)],
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        """Return these timings as JSON-ready fields (seven significant digits)."""
+        return {
+            "kernel_cpu": [float(f"{v:.7g}") for v in self.kernel_cpu],
+            "calibration_cpu": [float(f"{v:.7g}") for v in self.calibration_cpu],
+            "retimed_from": self.retimed_from,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Timings:
+        """Return the timings :meth:`to_record` wrote."""
+        cut = record.get("retimed_from")
+        return cls(
+            [float(v) for v in record["kernel_cpu"]],
+            [float(v) for v in record["calibration_cpu"]],
+            None if cut is None else int(cut),
+        )
+
+
+def _geometric_mean(values: Sequence[float]) -> float:
+    """Return the geometric mean of positive ``values`` (the value itself for one)."""
+    if len(values) == 1:
+        return values[0]
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+@dataclass
+class _Case:
+    """One kernel × batch config being timed: its call, and the samples gathered so far."""
+
+    kernel: Kernel
+    batch: BatchConfig
+    profile: Profile
+    call: Callable[[], Any]
+    workload: Callable[[], None]
+    key: str
+    kernel_wall: list[float] = field(default_factory=list)
+    calibration_wall: list[float] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+    hits: int = 0
+    misses: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rule:
+    """How an entry's timings are judged against its baseline: the check's options
+    ``alpha``, ``fast_share`` (``share``), ``min_effect``, ``spread_floor``, ``spread_z``,
+    ``confirm_z`` (None when the first pass alone is judged), the host widening and, when
+    levels are adjusted for the host's speed, the :class:`checks.stats.HostResponse`."""
+
+    alpha: float
+    share: float
+    min_effect: float
+    spread_floor: float
+    spread_z: float
+    confirm_z: float | None
+    widening: HostWidening
+    response: HostResponse | None = None
 
 
 def _run_levels(entry: Mapping[str, Any], share: float) -> list[float]:
@@ -299,13 +384,25 @@ def _run_levels(entry: Mapping[str, Any], share: float) -> list[float]:
     return []
 
 
-def _companion_levels(
-    entries: Mapping[str, Any], kernel: str, kind: str, key: str, share: float
-) -> list[list[float]]:
-    """Return the per-run levels of the kernel's other baseline entries divided by the same
-    calibration kind: their run-to-run spread is pooled with entry ``key``'s."""
+def _run_calibration_levels(entry: Mapping[str, Any], runs: int) -> list[float]:
+    """Return a baseline entry's per-run calibration levels (calibration CPU seconds), or
+    none when it holds no such level for each of its ``runs`` runs (recorded before they
+    were kept)."""
+    levels = entry.get("run_calibration_levels")
+    if not isinstance(levels, list) or len(levels) != runs:
+        return []
+    values = [float(v) for v in levels if isinstance(v, int | float) and v > 0]
+    return values if len(values) == runs else []
+
+
+def _kernel_entries(
+    entries: Mapping[str, Any], kernel: str, kind: str, key: str
+) -> list[Mapping[str, Any]]:
+    """Return the kernel's other baseline entries divided by the same calibration kind:
+    their runs move alike with entry ``key``'s, so their spread and host response are
+    pooled with its own."""
     return [
-        _run_levels(entry, share)
+        entry
         for other, entry in entries.items()
         if other != key
         and isinstance(entry, Mapping)
@@ -329,7 +426,9 @@ class Judgement:
     the baseline's (0 when the baseline holds no calibration CPU times);
     ``retime_threshold`` and ``threshold`` are the bars before widening (``retime_threshold``
     is None when the first pass alone is judged); ``significant`` is the Mann–Whitney test's
-    outcome over all the entry's calls.
+    outcome over all the entry's calls. ``host_response`` is the β the levels were adjusted
+    by (:class:`checks.stats.HostResponse`; 0 when they were not), so that ``slowdowns``
+    and the bars are of adjusted levels.
     """
 
     slowdowns: tuple[float, ...]
@@ -337,6 +436,7 @@ class Judgement:
     retime_threshold: float | None
     threshold: float
     significant: bool
+    host_response: float = 0.0
 
     @property
     def slowdown(self) -> float:
@@ -386,6 +486,7 @@ class Judgement:
             "retime_threshold": self.retime_threshold,
             "threshold": self.threshold,
             "significant": self.significant,
+            "host_response": self.host_response,
         }
 
     @classmethod
@@ -398,40 +499,48 @@ class Judgement:
             retime_threshold=None if retime is None else float(retime),
             threshold=float(record["threshold"]),
             significant=bool(record["significant"]),
+            host_response=float(record.get("host_response", 0.0)),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class _Reference:
-    """What one case's timings are judged against: its baseline's per-call ratios, the
-    geometric mean of its baseline runs' levels, the smallest slowdown that counts, and,
-    when suspect slowdowns are timed again, the slowdown of one pass that makes it suspect
+    """What one entry's timings are judged against: its baseline's per-call ratios, the
+    geometric mean of its baseline runs' levels (adjusted for the host by
+    ``host_response``, 0 when not), the smallest slowdown that counts, and, when suspect
+    slowdowns are timed again, the slowdown of one pass that makes it suspect
     (``retime_threshold``; None when the first pass alone is judged), the mean of the
     fastest share of the baseline's calibration CPU times (``calibration``; None when it
-    holds none), and how a slower host widens the bars."""
+    holds none), and the rule."""
 
     ratios: list[float]
     level: float
     threshold: float
     retime_threshold: float | None
     calibration: float | None
-    widening: HostWidening
+    host_response: float
+    rule: Rule
 
-    def judgement(self, case: _Case, *, alpha: float, share: float) -> tuple[Judgement, Verdict]:
-        """Return what ``case``'s passes so far are judged on, and the Mann–Whitney test of
-        its ratios whose ``slowdown`` is that of all passes together (not yet judged)."""
-        from checks.stats import compare, fastest_share_mean
+    def judgement(self, timings: Timings) -> tuple[Judgement, Verdict]:
+        """Return what ``timings`` (all their passes) are judged on, and the Mann–Whitney
+        test of their ratios whose ``slowdown`` is that of all passes together (not yet
+        judged)."""
+        from checks.stats import HostResponse, compare
 
-        slowdowns = tuple(v / self.level - 1 for v in case.pass_levels(share))
+        share = self.rule.share
+        calibration_levels = timings.pass_calibration_levels(share)
+        slowdowns = tuple(
+            HostResponse.adjust(v, c, self.host_response) / self.level - 1
+            for v, c in zip(timings.pass_levels(share), calibration_levels, strict=True)
+        )
         base = self.calibration
         calibration_slowdowns = tuple(
-            0.0 if base is None else fastest_share_mean(part, share) / base - 1
-            for part in case.pass_samples(case.calibration_cpu)
+            0.0 if base is None else c / base - 1 for c in calibration_levels
         )
         verdict = compare(
-            case.ratios,
+            timings.ratios,
             self.ratios,
-            alpha=alpha,
+            alpha=self.rule.alpha,
             min_effect=self.threshold,
             slowdown=_geometric_slowdown(slowdowns),
         )
@@ -441,79 +550,112 @@ class _Reference:
             retime_threshold=self.retime_threshold,
             threshold=self.threshold,
             significant=verdict.significant,
+            host_response=self.host_response,
         )
         return judgement, verdict
 
-    def suspect(self, case: _Case, *, alpha: float, share: float) -> bool:
-        """Whether ``case``'s first pass is slow enough to be timed again: significant and
-        over ``retime_threshold``, widened for the host."""
-        judgement, _ = self.judgement(case, alpha=alpha, share=share)
-        return judgement.suspect(self.widening)
+    def suspect(self, timings: Timings) -> bool:
+        """Whether the first pass of ``timings`` is slow enough to be timed again:
+        significant and over ``retime_threshold``, widened for the host."""
+        judgement, _ = self.judgement(timings.first_pass())
+        return judgement.suspect(self.rule.widening)
 
-    def verdict(self, case: _Case, *, alpha: float, share: float) -> tuple[Judgement, Verdict]:
-        """Judge ``case``'s ratios and level (all its passes) against this reference."""
-        judgement, verdict = self.judgement(case, alpha=alpha, share=share)
-        regression = verdict.slowdown if judgement.regressed(self.widening) else 0.0
+    def verdict(self, timings: Timings) -> tuple[Judgement, Verdict]:
+        """Judge ``timings`` (all their passes) against this reference."""
+        judgement, verdict = self.judgement(timings)
+        regression = verdict.slowdown if judgement.regressed(self.rule.widening) else 0.0
         return judgement, replace(verdict, regression=regression)
 
 
 def _reference(
-    entries: Mapping[str, Any],
-    case: _Case,
-    *,
-    share: float,
-    min_effect: float,
-    spread_floor: float,
-    spread_z: float,
-    confirm_z: float | None,
-    widening: HostWidening,
+    entries: Mapping[str, Any], key: str, kernel: str, character: str, rule: Rule
 ) -> tuple[_Reference | None, str | None]:
-    """Return what ``case`` is judged against, and a note when its learned baseline entry
-    cannot be used: it was divided by another calibration kind, or lacks ratios or levels.
-    No reference and no note when there is no learned entry. ``confirm_z`` is None when the
-    first pass alone is judged, else the spreads a pass must exceed to be timed again."""
-    from checks.stats import effect_threshold, fastest_share_mean
+    """Return what entry ``key`` (of ``kernel``, whose calibration is of ``character``) is
+    judged against, and a note when its learned baseline entry cannot be used: it was
+    divided by another calibration kind, or lacks ratios or levels. No reference and no
+    note when there is no learned entry."""
+    from checks.stats import HostResponse, effect_threshold, fastest_share_mean
 
-    learned = entries.get(case.key)
+    learned = entries.get(key)
     if not isinstance(learned, Mapping) or not learned:
         return None, None
     ratios = learned.get("ratio")
-    kind = learned.get("calibration_kind", case.kernel.character)
-    levels = _run_levels(learned, share)
-    if ratios and kind != case.kernel.character:
-        return None, f"{case.key}: baseline divided by the {kind} calibration: not compared"
+    kind = learned.get("calibration_kind", character)
+    levels = _run_levels(learned, rule.share)
+    if ratios and kind != character:
+        return None, f"{key}: baseline divided by the {kind} calibration: not compared"
     if not (ratios and levels):
-        return None, f"{case.key}: no learned ratio samples in the baseline"
+        return None, f"{key}: no learned ratio samples in the baseline"
     if len(ratios) < 2:
         return None, None
-    companions = _companion_levels(entries, case.kernel.name, kind, case.key, share)
+    others = _kernel_entries(entries, kernel, kind, key)
+    groups = [
+        (run_levels, _run_calibration_levels(entry, len(run_levels)))
+        for entry in (learned, *others)
+        if (run_levels := _run_levels(entry, rule.share))
+    ]
+    beta = 0.0
+    calibrations = groups[0][1]
+    if rule.response is not None and calibrations:
+        # Adjust every run that has its calibration level; the others (recorded before
+        # those were kept) cannot be, and stay out of the pooled spread.
+        beta = rule.response.fit(groups)
+        groups = [(lv, cal) for lv, cal in groups if cal]
+    adjusted = [
+        [HostResponse.adjust(v, c, beta) for v, c in zip(lv, cal, strict=True)] if beta else lv
+        for lv, cal in groups
+    ]
+    levels, companions = adjusted[0], adjusted[1:]
 
     def threshold(z: float, least: float, passes: int) -> float:
         return effect_threshold(
             levels,
             min_effect=least,
-            spread_floor=spread_floor,
+            spread_floor=rule.spread_floor,
             spread_z=z,
             companions=companions,
             passes=passes,
         )
 
+    confirm_z = rule.confirm_z
     retime = None if confirm_z is None else threshold(confirm_z, 0.0, 1)
-    judged = threshold(spread_z, min_effect, 1 if confirm_z is None else 2)
-    level = math.exp(sum(math.log(v) for v in levels) / len(levels))
+    judged = threshold(rule.spread_z, rule.min_effect, 1 if confirm_z is None else 2)
     calibration_cpu = learned.get("calibration_cpu_seconds")
-    calibration = fastest_share_mean(calibration_cpu, share) if calibration_cpu else None
+    calibration = fastest_share_mean(calibration_cpu, rule.share) if calibration_cpu else None
     return (
         _Reference(
             ratios=[float(r) for r in ratios],
-            level=level,
+            level=_geometric_mean(levels),
             threshold=judged,
             retime_threshold=retime,
             calibration=calibration if calibration and calibration > 0 else None,
-            widening=widening,
+            host_response=beta,
+            rule=rule,
         ),
         None,
     )
+
+
+def judge(
+    entries: Mapping[str, Any],
+    key: str,
+    kernel: str,
+    character: str,
+    timings: Timings,
+    rule: Rule,
+) -> tuple[Judgement | None, bool]:
+    """Judge a run's ``timings`` of entry ``key`` against the baseline ``entries`` under
+    ``rule`` as the check does, for a study judged again (:mod:`bench.power_rejudge`).
+
+    Returns the judgement (None when the baseline cannot be compared with) and whether the
+    rule would have re-timed the run's first pass; when it would have and ``timings`` hold
+    no re-timing, or would not have and they do, the first pass alone is judged."""
+    reference, _ = _reference(entries, key, kernel, character, rule)
+    if reference is None:
+        return None, False
+    retime = rule.confirm_z is not None and reference.suspect(timings)
+    judged = timings if retime and timings.retimed_from is not None else timings.first_pass()
+    return reference.verdict(judged)[0], retime
 
 
 def _time_case(case: _Case, repetitions: int) -> None:
@@ -531,8 +673,8 @@ def _time_case(case: _Case, repetitions: int) -> None:
     case.misses += misses1 - misses0
     case.kernel_wall += timed.kernel
     case.calibration_wall += timed.calibration
-    case.kernel_cpu += timed.kernel_cpu
-    case.calibration_cpu += timed.calibration_cpu
+    case.timings.kernel_cpu += timed.kernel_cpu
+    case.timings.calibration_cpu += timed.calibration_cpu
 
 
 def _shares(total: int, parts: int) -> list[int]:
@@ -562,10 +704,14 @@ class PerformanceCheck:
             DEFAULT_CONFIRM_Z,
             DEFAULT_FAST_SHARE,
             DEFAULT_HOST_DEAD_ZONE,
+            DEFAULT_HOST_RESPONSE,
+            DEFAULT_HOST_RESPONSE_PRIOR,
+            DEFAULT_HOST_RESPONSE_WEIGHT,
             DEFAULT_HOST_WIDENING,
             DEFAULT_MIN_EFFECT,
             DEFAULT_SPREAD_FLOOR,
             DEFAULT_SPREAD_Z,
+            HostResponse,
             HostWidening,
             median_ci,
         )
@@ -595,6 +741,26 @@ class PerformanceCheck:
         widening = HostWidening(
             dead_zone=option_float(options, "host_dead_zone", DEFAULT_HOST_DEAD_ZONE),
             factor=option_float(options, "host_widening", DEFAULT_HOST_WIDENING),
+        )
+        response_weight = option_float(
+            options, "host_response_weight", DEFAULT_HOST_RESPONSE_WEIGHT
+        )
+        rule = Rule(
+            alpha=alpha,
+            share=fast_share,
+            min_effect=min_effect,
+            spread_floor=spread_floor,
+            spread_z=spread_z,
+            confirm_z=confirm_z if confirm_after_s > 0 else None,
+            widening=widening,
+            response=None
+            if not option_bool(options, "host_response", DEFAULT_HOST_RESPONSE)
+            else HostResponse(
+                prior=option_float(
+                    options, "host_response_prior", DEFAULT_HOST_RESPONSE_PRIOR, high=2.0
+                ),
+                weight=response_weight,
+            ),
         )
         calibration = Calibration(
             size=option_int(options, "calibration_size", 1024),
@@ -663,14 +829,7 @@ class PerformanceCheck:
         # in it is compared.
         for case in cases if same_calibration else []:
             reference, note = _reference(
-                entries,
-                case,
-                share=fast_share,
-                min_effect=min_effect,
-                spread_floor=spread_floor,
-                spread_z=spread_z,
-                confirm_z=confirm_z if confirm_after_s > 0 else None,
-                widening=widening,
+                entries, case.key, case.kernel.name, case.kernel.character, rule
             )
             if note is not None:
                 notes.append(note)
@@ -679,8 +838,7 @@ class PerformanceCheck:
         crossed = [
             case
             for case in cases
-            if case.key in references
-            and references[case.key].suspect(case, alpha=alpha, share=fast_share)
+            if case.key in references and references[case.key].suspect(case.timings)
         ]
         suspects = {case.key for case in crossed}
         retime_at = time.monotonic() + confirm_after_s
@@ -709,7 +867,7 @@ class PerformanceCheck:
                 for _ in range(warmup):
                     case.call()
                     case.workload()
-                case.retimed_from = len(case.kernel_cpu)
+                case.timings.retimed_from = len(case.timings.kernel_cpu)
             for share in _shares(repetitions, rounds):
                 for case in crossed:
                     _time_case(case, share)
@@ -723,9 +881,7 @@ class PerformanceCheck:
             peak = peak_mlx_memory(case.call)
             lab = labels(kernel.name, profile, input_seed, batch=batch.name)
             lat = median_ci(case.kernel_wall)
-            ratios = case.ratios
-            pass_levels = case.pass_levels(fast_share)
-            level = case.level(fast_share)
+            timings = case.timings
 
             def add(name: str, value: float, unit: str, lab: dict[str, str] = lab) -> None:
                 measurements.append(Measurement(name=name, value=value, unit=unit, labels=lab))
@@ -766,7 +922,7 @@ class PerformanceCheck:
             reference = references.get(key)
             regressed = False
             if reference is not None:
-                judgement, verdict = reference.verdict(case, alpha=alpha, share=fast_share)
+                judgement, verdict = reference.verdict(timings)
                 judgements[key] = judgement.to_record()
                 regressed = verdict.regression > 0
                 add("normalized_slowdown_ratio", verdict.slowdown, "ratio")
@@ -785,7 +941,7 @@ class PerformanceCheck:
                         f"the baseline's: threshold widened from {reference.threshold:.1%} "
                         f"to {threshold:.1%}"
                     )
-                if case.retimed_from is not None:
+                if timings.retimed_from is not None:
                     first, again = judgement.slowdowns
                     notes.append(
                         f"{key}: normalised slowdown {first:.1%} over {retime_bar:.1%}; "
@@ -804,12 +960,9 @@ class PerformanceCheck:
                 "calibration_kind": kernel.character,
                 "latency_seconds": list(case.kernel_wall),
                 "calibration_seconds": list(case.calibration_wall),
-                "cpu_seconds": list(case.kernel_cpu),
-                "calibration_cpu_seconds": list(case.calibration_cpu),
-                "ratio": ratios,
-                "run_ratio_medians": [float(np.median(ratios))],
-                "run_levels": [level],
-                "pass_levels": pass_levels,
+                **timings.baseline_fields(fast_share),
+                "pass_levels": timings.pass_levels(fast_share),
+                "pass_calibration_levels": timings.pass_calibration_levels(fast_share),
                 "peak_memory_bytes": peak,
             }
         measurements.append(
@@ -827,6 +980,11 @@ class PerformanceCheck:
             details={
                 "samples": samples,
                 "judgements": judgements,
+                "retimed_from": {
+                    case.key: case.timings.retimed_from
+                    for case in cases
+                    if case.timings.retimed_from is not None
+                },
                 "calibration": calibration.spec,
                 "fingerprint": fingerprint.to_record(),
                 "digest": fingerprint.digest(),

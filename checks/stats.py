@@ -24,11 +24,15 @@ __all__ = [
     "DEFAULT_CONFIRM_Z",
     "DEFAULT_FAST_SHARE",
     "DEFAULT_HOST_DEAD_ZONE",
+    "DEFAULT_HOST_RESPONSE",
+    "DEFAULT_HOST_RESPONSE_PRIOR",
+    "DEFAULT_HOST_RESPONSE_WEIGHT",
     "DEFAULT_HOST_WIDENING",
     "DEFAULT_MIN_EFFECT",
     "DEFAULT_SPREAD_FLOOR",
     "DEFAULT_SPREAD_Z",
     "PASS_CORRELATION",
+    "HostResponse",
     "HostWidening",
     "MedianSummary",
     "Verdict",
@@ -104,6 +108,15 @@ DEFAULT_HOST_DEAD_ZONE = 0.0
 #: kernel and 0.7–1.3 for the octahedron, and the widening cost Fisher 4 and 3 of its
 #: 20 %-slowed trials (of 11 and 33) while clearing octahedron's false alarms.
 DEFAULT_HOST_WIDENING = 1.0
+#: Whether the daily check adjusts levels for the host's speed (:class:`HostResponse`).
+#: Off until a study shows it does better than the widening alone.
+DEFAULT_HOST_RESPONSE = False
+#: β a kernel's level is assumed to move by with its calibration's log CPU time before the
+#: baseline shows otherwise: 1, the same as :data:`DEFAULT_HOST_WIDENING`.
+DEFAULT_HOST_RESPONSE_PRIOR = 1.0
+#: Squared log calibration deviation the prior counts as: 0.05, as much as ten runs 7 %
+#: off their entry's mean (a quiet baseline, whose calibrations vary 1–3 %, hardly moves β).
+DEFAULT_HOST_RESPONSE_WEIGHT = 0.05
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,6 +169,60 @@ def median_ci(
     if k == 0:
         return MedianSummary(median=median, low=float(x[0]), high=float(x[-1]), n=n)
     return MedianSummary(median=median, low=float(x[k - 1]), high=float(x[n - k]), n=n)
+
+
+@dataclass(frozen=True, slots=True)
+class HostResponse:
+    """How a kernel's level moves with its calibration's speed, learned and taken out.
+
+    A run's level is the kernel's CPU time over the calibration's
+    (:func:`fastest_share_ratio`). In a host state where every instruction is slower, the
+    calibration's own CPU time ``C`` rises, and the level moves too, by a kernel's own
+    amount: ``log level = a + β·log C + noise``, with β near 0 for a kernel that slows as its
+    calibration does and near 1 for one that slows twice as much (measured on the reference
+    VM, ``bench/studies/2026-12-07/``). :meth:`fit` estimates β from the baseline's runs,
+    pooled over a kernel's entries (each about its own mean), shrunk toward ``prior`` as if
+    ``weight`` more squared log calibration deviation had been seen on that slope:
+    ``β = (Σ x·y + weight·prior) / (Σ x² + weight)``, clamped to [0, 2]. Levels divided by
+    ``C^β`` (:meth:`adjust`) no longer move with the host's state, which narrows the
+    baseline's spread as well as the run's deviation from it (covariate adjustment, as
+    CUPED does for A/B tests).
+
+    >>> HostResponse(prior=1.0, weight=0.0).fit([([1.0, 1.1, 1.21], [1.0, 1.1, 1.21])])
+    1.0
+    >>> HostResponse(prior=0.5, weight=1.0).fit([])
+    0.5
+    >>> round(HostResponse(prior=1.0, weight=0.0).adjust(1.21, 1.1, 2.0), 6)
+    1.0
+    """
+
+    prior: float
+    weight: float
+
+    def fit(self, groups: Sequence[tuple[Sequence[float], Sequence[float]]]) -> float:
+        """Return β from ``groups``: per entry, the runs' levels and calibration levels
+        (calibration CPU seconds), in the same order; entries with fewer than two runs, or
+        the two lists of different lengths, add nothing."""
+        sxy = sxx = 0.0
+        for levels, calibrations in groups:
+            if len(levels) < 2 or len(levels) != len(calibrations):
+                continue
+            y = np.log(np.asarray(levels, dtype=np.float64))
+            x = np.log(np.asarray(calibrations, dtype=np.float64))
+            if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+                continue
+            x, y = x - x.mean(), y - y.mean()
+            sxy += float(x @ y)
+            sxx += float(x @ x)
+        if sxx + self.weight <= 0:
+            return min(2.0, max(0.0, self.prior))
+        return min(2.0, max(0.0, (sxy + self.weight * self.prior) / (sxx + self.weight)))
+
+    @staticmethod
+    def adjust(level: float, calibration: float, beta: float) -> float:
+        """Return ``level`` with the calibration's speed taken out: ``level / calibration^β``
+        (in the calibration's units; only ratios of adjusted levels mean anything)."""
+        return float(level / calibration**beta)
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,9 @@ class FakeRuns:
                 samples[f"{kernel}/{batch}/vectorized"] = {
                     "kernel": kernel,
                     "batch": batch,
+                    "calibration_kind": "dispatch",
+                    "cpu_seconds": [float(number + 1)],
+                    "calibration_cpu_seconds": [1.0],
                     "ratio": [float(number)],
                     "pass_levels": [1.0, 1.0] if flagged else [1.0],
                     "peak_memory_bytes": 1,
@@ -209,6 +212,15 @@ def test_each_trial_is_recorded_and_replays_to_the_tables_verdicts(tmp_path: Pat
     packed = tmp_path / "trials.jsonl.gz"
     packed.write_bytes(gzip.compress(path.read_bytes()))
     assert read_records(packed) == records
+    # The first baseline's five runs (no judgements), then the rounds' trials.
+    assert [(r["round"], r["level"], r["baseline"]) for r in records[:5]] == [(0, 0.0, True)] * 5
+    assert records[0]["entries"][f"{SLOWED[0]}/small/vectorized"]["timings"] == {
+        "kernel_cpu": [1.0],
+        "calibration_cpu": [1.0],
+        "retimed_from": None,
+    }
+    records = records[5:]
+    assert not any(r["baseline"] for r in records)
     assert [(r["round"], r["level"]) for r in records] == [
         (1, 0.0),
         (1, 0.2),
