@@ -27,12 +27,12 @@
    p < 0.002, the first pass over ``retime_threshold_ratio`` and so timed again
    ``confirm_after_s`` later, the re-timing over it too, and both passes together over
    ``regression_threshold_ratio`` (the 10 % minimum effect widened by the baseline's
-   run-to-run spread, see :func:`checks.stats.effect_threshold`, and each bar by how much
-   slower the calibration ran than at the baseline, :class:`checks.stats.HostWidening`);
-   a kernel is flagged when any of its entries is. Trials are timed without the host
-   widening and the default rule is replayed on each entry's kept
-   :class:`checks.performance.Judgement`, so the table shows the rule with and without the
-   widening on the same trials. It also shows the share of trials re-timed and the rate of
+   run-to-run spread, see :func:`checks.stats.effect_threshold`), levels adjusted for the
+   host's speed (:class:`checks.stats.HostResponse`); a kernel is flagged when any of its
+   entries is. Trials are timed without the host widening and each entry's kept
+   :class:`checks.performance.Judgement` is also judged with a widening of 1
+   (:class:`checks.stats.HostWidening`, the default until 2026-12-07), so the table shows
+   both on the same trials. It also shows the share of trials re-timed and the rate of
    p < 0.002 with a reported slowdown over a plain 5 %, from the same trials.
 
 Set ``KERNELWATCH_BENCH_POWER_S`` to change the power study's duration (default 600 s: the
@@ -213,8 +213,8 @@ def _power(
     options: dict[str, Any] = {
         "kernels": list(SLOWED),
         "extra_kernels": list(SLOWED_SPECS),
-        # Timed without host widening, so that every suspect is re-timed; the default rule
-        # (widening included) is replayed on each run's judgements, side by side.
+        # Timed without host widening, so that every suspect is re-timed; a widening is
+        # replayed on each run's judgements, side by side.
         "host_widening": 0.0,
     }
     if retime_all:
@@ -263,8 +263,9 @@ def _power_trials(
     pooled) come one of two ways:
 
     ``"rolling"``
-        the last ``BASELINE_RUNS`` clean trials that flagged nothing, as the daemon pools
-        its first clean daily runs: runs spread over time rather than back to back (the
+        the last ``BASELINE_RUNS`` clean trials that flagged nothing and were not faster
+        than the baseline by more than a threshold, as the daemon pools its first clean
+        daily runs: runs spread over time rather than back to back (the
         first baseline, before the first round, is ``BASELINE_RUNS`` runs in a row);
     ``"record"``
         ``BASELINE_RUNS`` runs in a row, as ``kernelwatch baseline record`` makes one, a new
@@ -275,25 +276,28 @@ def _power_trials(
     alert names the entry, and a person reads it as that kernel. Trials run without host
     widening (``host_widening = 0``, so every suspect is re-timed); each entry's kept
     :class:`checks.performance.Judgement` is judged again under ``widening`` (the check's
-    default when None), which is what the default rule flags, in the same trials: widening
-    only removes suspects and verdicts, never adds them. The table gives both, and a clean
-    trial joins the rolling baseline when the default rule flagged nothing in it. Each
+    default when None), which is what the default rule flags, and under a widening of 1,
+    in the same trials: widening only removes suspects and verdicts, never adds them. The
+    table gives both, and a clean
+    trial joins the rolling baseline when the default rule flagged nothing in it and no
+    entry was faster than its baseline by more than its threshold. Each
     trial's :func:`bench.power_replay.trial_record` is written to ``record`` as a JSON line,
     flushed at once, so that a study cut off keeps what it timed.
     """
     from bench.power_replay import flagged_kernels, rate, trial_record
-    from checks.stats import HostWidening
+    from checks.performance import Judgement
+    from checks.stats import DEFAULT_HOST_WIDENING, HostWidening
     from daemon.baselines import BASELINE_RUNS
 
-    widening = HostWidening() if widening is None else widening
-    unwidened = HostWidening(factor=0.0)
+    widening = HostWidening(factor=DEFAULT_HOST_WIDENING) if widening is None else widening
+    widened = HostWidening(factor=1.0)
 
     if protocol not in ("rolling", "record"):
         raise ValueError(f"protocol must be 'rolling' or 'record', got {protocol!r}")
     if not levels or levels[0] != 0.0:
         raise ValueError(f"levels must start with 0 (the clean trials), got {levels!r}")
     # per kernel and level: trials, flagged (default), flagged (5 %), re-timed, flagged
-    # (no widening)
+    # (widening 1)
     counts = {(k, lv): [0, 0, 0, 0, 0] for k in SLOWED for lv in levels}
     measured: dict[tuple[str, float], list[float]] = {key: [] for key in counts}
     thresholds: dict[str, list[float]] = {k: [] for k in SLOWED}
@@ -306,8 +310,9 @@ def _power_trials(
     ):
         if not window or (protocol == "record" and rounds % rounds_per_baseline == 0):
             runs = [trial(0.0, {}, i) for i in range(BASELINE_RUNS)]
-            for run in runs if record is not None else []:
-                record.write(json.dumps(trial_record(rounds, 0.0, run, baseline=True)) + "\n")
+            if record is not None:
+                for run in runs:
+                    record.write(json.dumps(trial_record(rounds, 0.0, run, baseline=True)) + "\n")
             window = [run.details for run in runs]
             baselines += 1
         baseline = _baseline_of(window)
@@ -320,7 +325,7 @@ def _power_trials(
                 record.write(json.dumps(kept) + "\n")
                 record.flush()
             flagged_by_default = flagged_kernels(kept, widening)
-            flagged_unwidened = flagged_kernels(kept, unwidened)
+            flagged_widened = flagged_kernels(kept, widened)
             by_entry: dict[tuple[str, str], dict[str, float]] = {}
             for m in result.measurements:
                 if "batch" in m.labels:
@@ -344,15 +349,20 @@ def _power_trials(
                     for v in entries
                 )
                 counts[key][3] += kernel in retimed
-                counts[key][4] += flagged_unwidened.get(kernel, False)
+                counts[key][4] += flagged_widened.get(kernel, False)
                 measured[key] += [v["normalized_slowdown_ratio"] for v in entries]
                 if level == 0.0:
                     thresholds[kernel] += [v["regression_threshold_ratio"] for v in entries]
-            if protocol == "rolling" and level == 0.0 and not any_flagged:
+            faster = any(
+                Judgement.from_record(judgement).faster_than_baseline
+                for judgement in result.details["judgements"].values()
+            )
+            if protocol == "rolling" and level == 0.0 and not (any_flagged or faster):
                 window = [*window[1:], result.details]
     if protocol == "rolling":
         how = (
             f"baselines pooled from the last {BASELINE_RUNS} clean trials that flagged nothing"
+            " and were not far faster"
             f" (the first from {BASELINE_RUNS} runs in a row)"
         )
     else:
@@ -367,7 +377,7 @@ def _power_trials(
         f"  default: host widening {widening.factor:g} past a {widening.dead_zone:.0%} dead"
         " zone, replayed on trials timed without it (re-timed: share timed again without it)",
         "  kernel             injected  trials  median measured  re-timed  flagged (default)"
-        "  (no widening)  (plain 5 % min effect)",
+        "   (widening 1)  (plain 5 % min effect)",
     ]
     for kernel in SLOWED:
         spread = thresholds[kernel]
@@ -385,7 +395,7 @@ def _power_trials(
             )
         clean, false_alarms = counts[(kernel, 0.0)][:2]
         lines.append(f"  {kernel}: clean trials flagged (default): {rate(false_alarms, clean)}")
-        for label, column in (("default", 1), ("default, no widening", 4), ("5 %", 2)):
+        for label, column in (("default", 1), ("default, widening 1", 4), ("5 %", 2)):
             powered = [
                 lv
                 for lv in levels[1:]

@@ -40,13 +40,26 @@ this process gets: then the kernels do not slow alike, and dividing by the calib
 cancels the state only in part (on the 2-core reference VM, for over 20 minutes, the
 calibrations' CPU times read 11–24 % over the baseline's and the octahedron kernel's
 normalised slowdown +17 to +26 %, raising false warnings in 7 of 20 clean daily runs).
-The calibration's own CPU time shows such a state. So each bar is widened by how much
-slower the calibration ran than in the baseline (:class:`checks.stats.HostWidening`:
-``host_widening`` × (c − ``host_dead_zone``) when positive, by default c itself): the
-re-timing bar of each pass by that pass's calibration, the regression threshold by both
-passes' together. A kernel that really got slower, on a host in its
-baseline's state, loses nothing; in a slower state a slowdown must be larger to count, a
-note says by how much, and ``host_slowdown_ratio`` still reports the host.
+The calibration's own CPU time shows such a state, and each kernel's level moves with it
+by the kernel's own amount. So levels are adjusted for the host (``host_response``, on by
+default): how a kernel's level moves with its calibration's CPU time (β, near 0 for a
+kernel that slows as its calibration does, near 1 for one that slows twice as much) is
+learned from the baseline's runs, pooled over the kernel's batch configs and shrunk toward
+``host_response_prior`` (1) by ``host_response_weight`` (0.05), and every level, the
+baseline runs' and this run's passes', is divided by its calibration level to the power
+β (:class:`checks.stats.HostResponse`), so that the baseline's spread narrows as well. A
+pass whose calibration ran faster than the baseline runs' (geometric mean) is divided by
+that mean instead: a β misjudged on a quiet baseline then costs power in a slow state,
+never a false alarm in a fast one. A baseline recorded before runs kept their calibration
+level is not adjusted.
+
+The bars can also be widened by how much slower the calibration ran than in the baseline
+(:class:`checks.stats.HostWidening`: ``host_widening`` × (c − ``host_dead_zone``) when
+positive; 0 by default, 1 until 2026-12-07): the re-timing bar of each pass by that pass's
+calibration, the regression threshold by both passes' together; a note says by how much.
+One factor for every kernel cost the kernels whose level does not move with the host
+their power in such states (:data:`checks.stats.DEFAULT_HOST_WIDENING`).
+``host_slowdown_ratio`` reports the host either way.
 
 Baseline entries are keyed by what determines a kernel's speed (:func:`entry_key`): the
 kernel, the batch config, the execution mode the batch ran in and, when conservative, its
@@ -93,17 +106,22 @@ Measurements (labels ``kernel``, ``batch``, ``profile_id``, ``seed``):
     baseline's, minus 1 (of both passes together when re-timed), for every compared entry
     whose baseline holds calibration CPU times: a host whose every instruction got slower
     (not just busier) moves it, and it widens the bars above.
+``host_response_ratio``
+    With ``host_response``: the β the levels were adjusted by (below), 0 when the baseline
+    holds no calibration levels.
 ``memory_overhead_ratio``
     Peak memory over the baseline's, minus 1.
 
 Plus ``peak_rss_bytes`` (labels ``profile_id``, ``seed``): the child process's peak RSS.
 Baseline-relative measurements are present only with a baseline; without one, a note says
 so and ``details["samples"]`` (always present) lets the daemon record one. Each entry of
-``samples`` carries its raw samples, ``run_ratio_medians`` and ``run_levels`` (this run's
-median ratio and level, one value each, so that pooled entries hold one per run),
-``pass_levels`` (the level of the first pass and of the re-timing, if any), the
-``profile_id`` and whether this run found a ``regressed`` kernel (the daemon pools only
-clean runs of the same profile into a baseline). ``details`` also carries the
+``samples`` carries its raw samples, ``run_ratio_medians``, ``run_levels`` and
+``run_calibration_levels`` (this run's median ratio, level and calibration level, one value
+each, so that pooled entries hold one per run), ``pass_levels`` and
+``pass_calibration_levels`` (per pass: the first, and the re-timing if any), the
+``profile_id``, whether this run found a ``regressed`` kernel, and whether it was
+``faster_than_baseline`` by more than the threshold (the daemon pools only runs of the same
+profile that were neither into a baseline). ``details`` also carries the
 ``fingerprint`` record and its ``digest``, and per compared entry the :class:`Judgement`
 its verdict rests on (``judgements``), which replays it under another widening, and per
 re-timed entry the index of its first re-timed sample (``retimed_from``).
@@ -116,11 +134,13 @@ Options: ``repetitions`` (40, the minimum per entry), ``rounds`` (8), ``ci_targe
 ``min_effect`` (0.10), ``spread_floor`` (0.04), ``spread_z`` (2.5), ``fast_share`` (0.25),
 ``confirm_after_s`` (30; 0 judges the first pass alone, against a one-pass threshold),
 ``confirm_z`` (2), ``host_dead_zone`` (0), ``host_widening`` (1; 0 turns it off),
+``host_response`` (false), ``host_response_prior`` (1, at most 2), ``host_response_weight``
+(0.05),
 ``calibration_size`` (1024 columns), ``calibration_rounds`` (2), ``calibration_memory_mb``
 (32), ``baseline``, ``baseline_state``, ``baselines``, and those of :mod:`checks.common`.
 A numeric option out of range (``alpha`` and ``fast_share`` in (0, 1], the others at least
-0, the two durations at most the check's 300 s timeout), NaN or infinite is an error
-naming it.
+0, the two durations at most the check's 300 s timeout), NaN or infinite, or a
+``host_response`` that is not a boolean, is an error naming it.
 
 Configured baselines, in config::
 
@@ -166,6 +186,7 @@ __all__ = [
     "DEFAULT_CONFIRM_AFTER_S",
     "Judgement",
     "PerformanceCheck",
+    "Rejudged",
     "Rule",
     "Timings",
     "entry_key",
@@ -366,6 +387,47 @@ class Rule:
     widening: HostWidening
     response: HostResponse | None = None
 
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], *, judge_first_pass_alone: bool) -> Rule:
+        """Return the rule the check's ``options`` set (defaults for those absent);
+        ``confirm_z`` is None when ``judge_first_pass_alone`` (``confirm_after_s`` 0)."""
+        from checks.stats import (
+            DEFAULT_ALPHA,
+            DEFAULT_CONFIRM_Z,
+            DEFAULT_FAST_SHARE,
+            DEFAULT_HOST_DEAD_ZONE,
+            DEFAULT_HOST_RESPONSE,
+            DEFAULT_HOST_RESPONSE_PRIOR,
+            DEFAULT_HOST_RESPONSE_WEIGHT,
+            DEFAULT_HOST_WIDENING,
+            DEFAULT_MIN_EFFECT,
+            DEFAULT_SPREAD_FLOOR,
+            DEFAULT_SPREAD_Z,
+            HostResponse,
+            HostWidening,
+        )
+
+        confirm_z = option_float(options, "confirm_z", DEFAULT_CONFIRM_Z)
+        response = HostResponse(
+            prior=option_float(options, "host_response_prior", DEFAULT_HOST_RESPONSE_PRIOR, high=2),
+            weight=option_float(options, "host_response_weight", DEFAULT_HOST_RESPONSE_WEIGHT),
+        )
+        return cls(
+            alpha=option_float(options, "alpha", DEFAULT_ALPHA, high=1.0, low_open=True),
+            share=option_float(options, "fast_share", DEFAULT_FAST_SHARE, high=1.0, low_open=True),
+            min_effect=option_float(options, "min_effect", DEFAULT_MIN_EFFECT),
+            spread_floor=option_float(options, "spread_floor", DEFAULT_SPREAD_FLOOR),
+            spread_z=option_float(options, "spread_z", DEFAULT_SPREAD_Z),
+            confirm_z=None if judge_first_pass_alone else confirm_z,
+            widening=HostWidening(
+                dead_zone=option_float(options, "host_dead_zone", DEFAULT_HOST_DEAD_ZONE),
+                factor=option_float(options, "host_widening", DEFAULT_HOST_WIDENING),
+            ),
+            response=response
+            if option_bool(options, "host_response", DEFAULT_HOST_RESPONSE)
+            else None,
+        )
+
 
 def _run_levels(entry: Mapping[str, Any], share: float) -> list[float]:
     """Return a baseline entry's per-run levels (:func:`checks.stats.fastest_share_ratio`).
@@ -478,6 +540,15 @@ class Judgement:
             for s, c in zip(self.slowdowns, self.calibration_slowdowns, strict=True)
         )
 
+    @property
+    def faster_than_baseline(self) -> bool:
+        """Whether all passes together are faster than the baseline by more than the
+        regression threshold: as unlikely in a clean run as a regression, and a run not to
+        learn a baseline from (measured: one clean run of the octahedron kernel's large
+        batch read 26 % fast, between runs 4–6 % slow, and its spread, pooled into a
+        rolling baseline, doubled the kernel's threshold for the next five rounds)."""
+        return self.slowdown < -self.threshold
+
     def to_record(self) -> dict[str, Any]:
         """Return this judgement as JSON-ready fields."""
         return {
@@ -520,6 +591,9 @@ class _Reference:
     calibration: float | None
     host_response: float
     rule: Rule
+    #: The geometric mean of the baseline runs' calibration levels, below which a run's is
+    #: not adjusted when the response is one-sided (0 when it is not).
+    response_floor: float = 0.0
 
     def judgement(self, timings: Timings) -> tuple[Judgement, Verdict]:
         """Return what ``timings`` (all their passes) are judged on, and the Mann–Whitney
@@ -530,7 +604,7 @@ class _Reference:
         share = self.rule.share
         calibration_levels = timings.pass_calibration_levels(share)
         slowdowns = tuple(
-            HostResponse.adjust(v, c, self.host_response) / self.level - 1
+            HostResponse.adjust(v, max(c, self.response_floor), self.host_response) / self.level - 1
             for v, c in zip(timings.pass_levels(share), calibration_levels, strict=True)
         )
         base = self.calibration
@@ -631,9 +705,26 @@ def _reference(
             calibration=calibration if calibration and calibration > 0 else None,
             host_response=beta,
             rule=rule,
+            response_floor=(
+                _geometric_mean(calibrations)
+                if beta and rule.response is not None and rule.response.one_sided
+                else 0.0
+            ),
         ),
         None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Rejudged:
+    """One recorded run judged again (:func:`judge`): the judgement, the timings it rests
+    on (both passes, or the first alone), and whether the rule wanted a re-timing the
+    record does not hold (then the first pass alone is judged, as a run that re-timed
+    nothing would be)."""
+
+    judgement: Judgement
+    timings: Timings
+    missing_retime: bool
 
 
 def judge(
@@ -643,19 +734,21 @@ def judge(
     character: str,
     timings: Timings,
     rule: Rule,
-) -> tuple[Judgement | None, bool]:
+) -> Rejudged | None:
     """Judge a run's ``timings`` of entry ``key`` against the baseline ``entries`` under
-    ``rule`` as the check does, for a study judged again (:mod:`bench.power_rejudge`).
-
-    Returns the judgement (None when the baseline cannot be compared with) and whether the
-    rule would have re-timed the run's first pass; when it would have and ``timings`` hold
-    no re-timing, or would not have and they do, the first pass alone is judged."""
+    ``rule`` as the check does, for a study judged again (:mod:`bench.power_rejudge`);
+    None when the baseline cannot be compared with. A re-timing the rule would not have
+    asked for is left out."""
     reference, _ = _reference(entries, key, kernel, character, rule)
     if reference is None:
-        return None, False
+        return None
     retime = rule.confirm_z is not None and reference.suspect(timings)
     judged = timings if retime and timings.retimed_from is not None else timings.first_pass()
-    return reference.verdict(judged)[0], retime
+    return Rejudged(
+        judgement=reference.verdict(judged)[0],
+        timings=judged,
+        missing_retime=retime and timings.retimed_from is None,
+    )
 
 
 def _time_case(case: _Case, repetitions: int) -> None:
@@ -699,22 +792,7 @@ class PerformanceCheck:
         """Measure every selected kernel and batch config; see the module docstring."""
         import numpy as np
 
-        from checks.stats import (
-            DEFAULT_ALPHA,
-            DEFAULT_CONFIRM_Z,
-            DEFAULT_FAST_SHARE,
-            DEFAULT_HOST_DEAD_ZONE,
-            DEFAULT_HOST_RESPONSE,
-            DEFAULT_HOST_RESPONSE_PRIOR,
-            DEFAULT_HOST_RESPONSE_WEIGHT,
-            DEFAULT_HOST_WIDENING,
-            DEFAULT_MIN_EFFECT,
-            DEFAULT_SPREAD_FLOOR,
-            DEFAULT_SPREAD_Z,
-            HostResponse,
-            HostWidening,
-            median_ci,
-        )
+        from checks.stats import median_ci
         from checks.timing import Calibration, peak_mlx_memory
 
         options = context.options
@@ -727,41 +805,11 @@ class PerformanceCheck:
         # Latency depends on the data (the projection's Newton steps), so timing inputs come
         # from a fixed seed: runs stay comparable with their baseline, and still replayable.
         input_seed = option_int(options, "input_seed", 0, minimum=0)
-        alpha = option_float(options, "alpha", DEFAULT_ALPHA, high=1.0, low_open=True)
-        min_effect = option_float(options, "min_effect", DEFAULT_MIN_EFFECT)
-        spread_floor = option_float(options, "spread_floor", DEFAULT_SPREAD_FLOOR)
-        spread_z = option_float(options, "spread_z", DEFAULT_SPREAD_Z)
-        fast_share = option_float(
-            options, "fast_share", DEFAULT_FAST_SHARE, high=1.0, low_open=True
-        )
         confirm_after_s = option_float(
             options, "confirm_after_s", DEFAULT_CONFIRM_AFTER_S, high=self.timeout_s
         )
-        confirm_z = option_float(options, "confirm_z", DEFAULT_CONFIRM_Z)
-        widening = HostWidening(
-            dead_zone=option_float(options, "host_dead_zone", DEFAULT_HOST_DEAD_ZONE),
-            factor=option_float(options, "host_widening", DEFAULT_HOST_WIDENING),
-        )
-        response_weight = option_float(
-            options, "host_response_weight", DEFAULT_HOST_RESPONSE_WEIGHT
-        )
-        rule = Rule(
-            alpha=alpha,
-            share=fast_share,
-            min_effect=min_effect,
-            spread_floor=spread_floor,
-            spread_z=spread_z,
-            confirm_z=confirm_z if confirm_after_s > 0 else None,
-            widening=widening,
-            response=None
-            if not option_bool(options, "host_response", DEFAULT_HOST_RESPONSE)
-            else HostResponse(
-                prior=option_float(
-                    options, "host_response_prior", DEFAULT_HOST_RESPONSE_PRIOR, high=2.0
-                ),
-                weight=response_weight,
-            ),
-        )
+        rule = Rule.from_options(options, judge_first_pass_alone=confirm_after_s == 0)
+        fast_share, widening = rule.share, rule.widening
         calibration = Calibration(
             size=option_int(options, "calibration_size", 1024),
             rounds=option_int(options, "calibration_rounds", 2),
@@ -920,14 +968,22 @@ class PerformanceCheck:
             if base_peak:
                 add("memory_overhead_ratio", peak / float(base_peak) - 1, "ratio")
             reference = references.get(key)
-            regressed = False
+            regressed = faster = False
             if reference is not None:
                 judgement, verdict = reference.verdict(timings)
                 judgements[key] = judgement.to_record()
                 regressed = verdict.regression > 0
+                faster = judgement.faster_than_baseline
+                if faster:
+                    notes.append(
+                        f"{key}: {-verdict.slowdown:.1%} faster than the baseline, more than "
+                        f"its threshold ({judgement.threshold:.1%}): not a run to learn from"
+                    )
                 add("normalized_slowdown_ratio", verdict.slowdown, "ratio")
                 if reference.calibration is not None:
                     add("calibration_slowdown_ratio", judgement.calibration_slowdown, "ratio")
+                if rule.response is not None:
+                    add("host_response_ratio", judgement.host_response, "ratio")
                 add("regression_pvalue", verdict.pvalue, "pvalue")
                 threshold = judgement.threshold_for(widening)
                 add("regression_threshold_ratio", threshold, "ratio")
@@ -957,6 +1013,7 @@ class PerformanceCheck:
                 "chunk_rows": prof.chunk_rows,
                 "profile_id": profile.profile_id,
                 "regressed": regressed,
+                "faster_than_baseline": faster,
                 "calibration_kind": kernel.character,
                 "latency_seconds": list(case.kernel_wall),
                 "calibration_seconds": list(case.calibration_wall),

@@ -98,21 +98,29 @@ PASS_CORRELATION = 0.5
 #: 33, quantum 34 of 34 (missed in the slow states, where Fisher slows less than its
 #: calibration). A missed slowdown is caught on a later day; a false one pages and reverts.
 DEFAULT_HOST_DEAD_ZONE = 0.0
-#: Share of the calibration's CPU slowdown past the dead zone that widens the bars. In a
-#: host state where every instruction is slower the kernels do not slow alike: on the
-#: reference VM the calibrations read +11 to +24 % (dispatch) while the octahedron kernel's
-#: normalised slowdown read +17 to +26 % (correlation 0.63, slope 0.70 over 36 entries),
-#: and Fisher's and quantum's stayed within about 10 %. 1 covers a kernel that slows up to
-#: twice as much as its calibration. One factor for every entry is a compromise: in the
-#: studies kept in ``bench/studies/2026-12-07/`` the clean slope was near 0 for the Fisher
-#: kernel and 0.7–1.3 for the octahedron, and the widening cost Fisher 4 and 3 of its
-#: 20 %-slowed trials (of 11 and 33) while clearing octahedron's false alarms.
-DEFAULT_HOST_WIDENING = 1.0
-#: Whether the daily check adjusts levels for the host's speed (:class:`HostResponse`).
-#: Off until a study shows it does better than the widening alone.
-DEFAULT_HOST_RESPONSE = False
+#: Share of the calibration's CPU slowdown past the dead zone that widens the bars of the
+#: daily check by default: 0, since levels are adjusted for the host instead
+#: (:data:`DEFAULT_HOST_RESPONSE`). In a host state where every instruction is slower the
+#: kernels do not slow alike: on the reference VM the calibrations read +11 to +24 %
+#: (dispatch) while the octahedron kernel's normalised slowdown read +17 to +26 %
+#: (correlation 0.63, slope 0.70 over 36 entries), and Fisher's and quantum's stayed within
+#: about 10 %. A widening of 1 (:class:`HostWidening`'s own default) covers a kernel that
+#: slows up to twice as much as its calibration, but one factor for every entry costs the
+#: kernels that do not: in the studies kept in ``bench/studies/2026-12-07/`` the clean slope
+#: was near 0 for the Fisher kernel and 0.7–1.3 for the octahedron, and the widening cost
+#: Fisher 4, 3 and 7 of its 20 %-slowed trials (of 11, 33 and 45) while clearing
+#: octahedron's false alarms.
+DEFAULT_HOST_WIDENING = 0.0
+#: Whether the daily check adjusts levels for the host's speed (:class:`HostResponse`,
+#: one-sided). Judged again from the recorded CPU times of a 45-round power study on the
+#: 2-core reference VM (``bench/studies/2026-12-07/trials-2038-2144.jsonl.gz``, all batch
+#: configs, rolling baselines; ``python -m bench.power_rejudge``), 20 %-slowed trials were
+#: flagged in 45 of 45 per kernel with it and no widening, against 38, 42 and 44 of 45
+#: (Fisher, octahedron, quantum) with a widening of 1 alone; no clean trial was flagged
+#: either way (0 of 45 per kernel). Its prior and weight were set before the study.
+DEFAULT_HOST_RESPONSE = True
 #: β a kernel's level is assumed to move by with its calibration's log CPU time before the
-#: baseline shows otherwise: 1, the same as :data:`DEFAULT_HOST_WIDENING`.
+#: baseline shows otherwise: 1, as a widening of 1 assumes.
 DEFAULT_HOST_RESPONSE_PRIOR = 1.0
 #: Squared log calibration deviation the prior counts as: 0.05, as much as ten runs 7 %
 #: off their entry's mean (a quiet baseline, whose calibrations vary 1–3 %, hardly moves β).
@@ -186,7 +194,10 @@ class HostResponse:
     ``β = (Σ x·y + weight·prior) / (Σ x² + weight)``, clamped to [0, 2]. Levels divided by
     ``C^β`` (:meth:`adjust`) no longer move with the host's state, which narrows the
     baseline's spread as well as the run's deviation from it (covariate adjustment, as
-    CUPED does for A/B tests).
+    CUPED does for A/B tests). With ``one_sided`` (the default), a run on a host faster
+    than the baseline's (``C`` below the baseline runs' geometric mean) is not adjusted up:
+    as with :class:`HostWidening`, a β misjudged on a quiet baseline then costs power in a
+    slow state, never a false alarm in a fast one.
 
     >>> HostResponse(prior=1.0, weight=0.0).fit([([1.0, 1.1, 1.21], [1.0, 1.1, 1.21])])
     1.0
@@ -198,6 +209,7 @@ class HostResponse:
 
     prior: float
     weight: float
+    one_sided: bool = True
 
     def fit(self, groups: Sequence[tuple[Sequence[float], Sequence[float]]]) -> float:
         """Return β from ``groups``: per entry, the runs' levels and calibration levels
@@ -235,7 +247,9 @@ class HostWidening:
     :data:`DEFAULT_HOST_WIDENING`), since the kernels do not slow alike there. So when the
     calibration's own CPU time reads ``c`` over the baseline's, each bar is widened by
     ``factor · max(0, c − dead_zone)``: in such a state a slowdown needs more to count.
-    ``factor`` 0 turns the widening off.
+    ``factor`` 0 turns the widening off; the daily check's default is 0
+    (:data:`DEFAULT_HOST_WIDENING`: it adjusts levels by :class:`HostResponse` instead),
+    this class's own default 1.
 
     >>> HostWidening().slack(0.20), HostWidening().slack(-0.3)
     (0.2, 0.0)
@@ -244,7 +258,7 @@ class HostWidening:
     """
 
     dead_zone: float = DEFAULT_HOST_DEAD_ZONE
-    factor: float = DEFAULT_HOST_WIDENING
+    factor: float = 1.0
 
     def slack(self, calibration_slowdown: float) -> float:
         """Return what a bar is widened by for a calibration ``calibration_slowdown`` slower."""

@@ -15,9 +15,11 @@ returns raw samples in ``details["samples"]``. This module is the daemon's side:
   An entry the baseline lacks (a kernel × batch × execution mode seen for the first time,
   e.g. after recovery switched to conservative mode) is added (``"new entries"``). The
   first runs make the baseline: an entry holding fewer than :data:`BASELINE_RUNS` runs pools
-  the next run's samples of the same profile in, unless that run found the kernel regressed
-  (``"pooled run"``). A baseline pooled from several runs has a steadier median and shows
-  its run-to-run spread, which the check's regression threshold is widened by.
+  the next run's samples of the same profile in (``"pooled run"``), unless that run found
+  the kernel regressed or, against two or more runs, faster than the baseline by more than
+  its threshold (``faster_than_baseline``: pooled, such a run would lower the baseline's
+  level and widen its spread). A baseline pooled from several runs has a steadier median
+  and shows its run-to-run spread, which the check's regression threshold is widened by.
 * :func:`record_command` and :func:`show_command` back ``kernelwatch baseline record`` and
   ``kernelwatch baseline show``.
 
@@ -29,7 +31,8 @@ the last fingerprint seen; key ``fp:<digest>`` holds one baseline record::
      "entries": {"<kernel>/<batch>/<mode>[:<chunk_rows>]": {
          "latency_seconds": [...], "ratio": [...], "cpu_seconds": [...],
          "calibration_seconds": [...], "calibration_cpu_seconds": [...],
-         "run_ratio_medians": [one per run], "run_levels": [one per run], "profile_id": str,
+         "run_ratio_medians": [one per run], "run_levels": [one per run],
+         "run_calibration_levels": [one per run], "profile_id": str,
          "peak_memory_bytes": int, ...}}}
 
 Configured baselines (``[checks.performance.options.baselines.<kernel>.<batch>]`` with
@@ -121,6 +124,9 @@ def _poolable(have: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return (
         _runs(have) < BASELINE_RUNS
         and not new.get("regressed", False)
+        # A run far faster than a baseline of two or more runs is a passing state (or a real
+        # speed-up, which a re-recorded baseline learns); one run is no baseline to tell.
+        and not (new.get("faster_than_baseline", False) and _runs(have) >= 2)
         and new.get("profile_id") == have.get("profile_id")
     )
 

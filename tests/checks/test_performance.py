@@ -295,9 +295,11 @@ def test_timings_are_never_compared_across_execution_modes(tmp_path: Path) -> No
 
 
 def test_normalised_slowdown_is_the_level_over_the_baselines(tmp_path: Path) -> None:
-    """The normalised slowdown is this run's level (fastest quarter of kernel CPU times over
-    the calibration's) over the geometric mean of the baseline runs' levels; a baseline
-    stored before levels were (no ``run_levels``) gets its level from its pooled CPU times."""
+    """Unadjusted for the host, the normalised slowdown is this run's level (fastest quarter
+    of kernel CPU times over the calibration's) over the geometric mean of the baseline runs'
+    levels; a baseline stored before levels were (no ``run_levels``) gets its level from its
+    pooled CPU times. Adjusted (the default), each level is first divided by its
+    calibration level to the power β, this run's by at least the baseline's mean."""
     # One pass: a first pass that happens to be suspect against a two-run baseline would be
     # timed again, and a re-timed run's level is the mean of its passes' (tested below).
     options: dict[str, Any] = {
@@ -305,6 +307,7 @@ def test_normalised_slowdown_is_the_level_over_the_baselines(tmp_path: Path) -> 
         "batches": ["small"],
         "extra_timing_s": 0,
         "confirm_after_s": 0,
+        "host_response": False,
     }
     key = "fisher/small/aggressive"
     first, second = run_check(tmp_path, **options), run_check(tmp_path, **options)
@@ -319,6 +322,18 @@ def test_normalised_slowdown_is_the_level_over_the_baselines(tmp_path: Path) -> 
     )
     expected = level / math.sqrt(levels[0] * levels[1]) - 1
     assert values(result, "normalized_slowdown_ratio")["fisher/small"] == pytest.approx(expected)
+
+    adjusted = run_check(tmp_path, **{**options, "host_response": True}, baseline=baseline)
+    beta = values(adjusted, "host_response_ratio")["fisher/small"]
+    assert 0 < beta <= 2
+    calibrations = baseline["entries"][key]["run_calibration_levels"]
+    (level,) = adjusted.details["samples"][key]["run_levels"]
+    (calibration,) = adjusted.details["samples"][key]["run_calibration_levels"]
+    floor = math.sqrt(calibrations[0] * calibrations[1])
+    base = math.sqrt(math.prod(v / c**beta for v, c in zip(levels, calibrations, strict=True)))
+    assert values(adjusted, "normalized_slowdown_ratio")["fisher/small"] == pytest.approx(
+        level / max(calibration, floor) ** beta / base - 1
+    )
 
     old = baseline_of(first)
     del old["entries"][key]["run_levels"]
@@ -397,6 +412,7 @@ def test_a_slowdown_gone_by_the_retiming_is_not_a_regression(tmp_path: Path) -> 
         spread_floor=0.2,
         confirm_z=2.0,
         host_widening=0.0,  # bars as set here, whatever this host's state against the baseline's
+        host_response=False,  # levels as measured, as the expectations below
     )
     entry = result.details["samples"][TRANSIENT_ENTRY + "/aggressive"]
     first, again = entry["pass_levels"]
@@ -483,6 +499,7 @@ def test_two_slow_passes_under_the_threshold_together_are_no_regression(tmp_path
         min_effect=1.0,
         spread_z=0.0,
         host_widening=0.0,  # bars as set here, whatever this host's state against the baseline's
+        host_response=False,  # levels as measured, as the expectations below
     )
     entry = result.details["samples"][TRANSIENT_ENTRY + "/aggressive"]
     assert len(entry["pass_levels"]) == 2
@@ -500,11 +517,12 @@ def test_two_slow_passes_under_the_threshold_together_are_no_regression(tmp_path
 
 
 def test_a_host_slower_than_at_the_baseline_widens_both_bars(tmp_path: Path) -> None:
-    """When this run's calibration CPU time reads c over the baseline's, both bars widen by
-    c (:class:`checks.stats.HostWidening`'s defaults): a kernel about twice as slow, against
-    a baseline whose calibration ran five times as fast, is not even timed again, and a note
-    says why. With ``host_widening = 0`` the same slowdown is a regression. The judgement kept
-    in ``details`` replays either verdict, as the power study does."""
+    """With ``host_widening = 1`` (and levels not adjusted for the host), when this run's
+    calibration CPU time reads c over the baseline's, both bars widen by c: a kernel about
+    twice as slow, against a baseline whose calibration ran five times as fast, is not even
+    timed again, and a note says why. With ``host_widening = 0`` the same slowdown is a
+    regression. The judgement kept in ``details`` replays either verdict, as the power
+    study does."""
     key = TRANSIENT_ENTRY + "/aggressive"
     baseline = baseline_of(run_transient(tmp_path, 0), run_transient(tmp_path, 0))
     entry = baseline["entries"][key]
@@ -520,8 +538,9 @@ def test_a_host_slower_than_at_the_baseline_widens_both_bars(tmp_path: Path) -> 
         "min_effect": 0.2,
         "spread_z": 0.0,
         "confirm_z": 0.0,
+        "host_response": False,
     }
-    widened = run_transient(tmp_path, 10_000, factor=2.0, **options)
+    widened = run_transient(tmp_path, 10_000, factor=2.0, **options, host_widening=1.0)
     plain = run_transient(tmp_path, 10_000, factor=2.0, **options, host_widening=0.0)
 
     slower = values(widened, "calibration_slowdown_ratio")[TRANSIENT_ENTRY]
@@ -651,11 +670,16 @@ def test_no_retiming_when_confirmation_is_off(tmp_path: Path) -> None:
         ("alpha", "0.01"),
         ("host_widening", -1.0),
         ("host_dead_zone", float("nan")),
+        ("host_response_prior", 2.5),
+        ("host_response_weight", -0.01),
+        ("host_response", "yes"),
+        ("host_response", 1),
     ],
 )
 def test_a_bad_numeric_option_is_refused(tmp_path: Path, option: str, value: Any) -> None:
     """A share outside (0, 1], a negative effect, a pause longer than the check's timeout,
-    NaN, infinity or a string is an error that names the option, before anything is timed."""
+    NaN, infinity or a string (for ``host_response``, anything but a boolean) is an error
+    that names the option, before anything is timed."""
     with pytest.raises(ValueError, match=f"option '{option}' must be"):
         run_check(tmp_path, kernels=["fisher"], batches=["small"], **{option: value})
 

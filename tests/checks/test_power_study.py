@@ -173,33 +173,33 @@ def rows_of(lines: list[str]) -> dict[tuple[str, str], list[str]]:
 
 
 def test_trials_on_a_slower_host_are_flagged_only_without_widening() -> None:
-    """The default rule is replayed on each trial's judgements: a 20 % trial timed while
-    the calibration ran 30 % slower than at the baseline is flagged without widening, not
-    with it, and the table gives both columns. A clean trial there that only the unwidened
-    rule flags still joins the rolling baseline."""
+    """The default rule (no widening) and a widening of 1 are both judged on each trial's
+    judgements: a 20 % trial timed while the calibration ran 30 % slower than at the
+    baseline is flagged by the default, not with the widening, and the table gives both
+    columns. A clean trial there that the default flags stays out of the rolling baseline."""
     # Round 1 runs 5 (clean) and 6 (20 %), round 2 runs 7 and 8: all on the slow host.
     runs = FakeRuns(slow_host={5, 6, 7, 8}, flag_clean={5})
     lines = _power_trials(1e9, runs, levels=(0.0, 0.2), max_rounds=3)
     rows = rows_of(lines)
     first = SLOWED[0]
     # columns: kernel, injected, "%", trials, median, "%", re-timed, "%", flagged, "%",
-    # flagged without widening, "%", plain 5 %, "%"
+    # flagged with widening 1, "%", plain 5 %, "%"
     assert rows[(first, "20")][3] == "3"
-    assert rows[(first, "20")][8] == "33.3"  # round 3 only
-    assert rows[(first, "20")][10] == "100.0"
-    assert rows[(first, "0")][8] == "0.0"
-    assert rows[(first, "0")][10] == "33.3"
-    assert baselines_given(runs)[1] == [1, 2, 3, 4, 5]
-    assert f"  {first}: smallest slowdown flagged in >= 95 % (min effect default): none" in lines
+    assert rows[(first, "20")][8] == "100.0"
+    assert rows[(first, "20")][10] == "33.3"  # round 3 only
+    assert rows[(first, "0")][8] == "33.3"
+    assert rows[(first, "0")][10] == "0.0"
+    assert baselines_given(runs)[1] == [0, 1, 2, 3, 4]  # run 5 flagged: not pooled
+    assert f"  {first}: smallest slowdown flagged in >= 95 % (min effect default): 20 %" in lines
     assert (
-        f"  {first}: smallest slowdown flagged in >= 95 % (min effect default, no widening): 20 %"
+        f"  {first}: smallest slowdown flagged in >= 95 % (min effect default, widening 1): none"
         in lines
     )
 
 
 def test_each_trial_is_recorded_and_replays_to_the_tables_verdicts(tmp_path: Path) -> None:
     """With a record file, each trial appends one line holding its entries' judgements;
-    replaying them under the default widening and without it gives the table's columns,
+    replaying them without widening (the default) and with it gives the table's columns,
     a torn last line (a study cut off mid-write) is skipped, and a gzipped copy (as the
     studies kept in ``bench/studies/``) reads the same."""
     runs = FakeRuns(slow_host={5, 6}, flag_clean={7})
@@ -231,24 +231,24 @@ def test_each_trial_is_recorded_and_replays_to_the_tables_verdicts(tmp_path: Pat
     ]
     assert len(records[0]["entries"]) == len(SLOWED) * len(BATCHES)
     first = SLOWED[0]
-    default = {
-        line.split()[1]: line
-        for line in replay(records, HostWidening())[2:]
-        if line.split()[0] == first
-    }
-    plain = {
+    default = {  # the check's default: no widening
         line.split()[1]: line
         for line in replay(records, HostWidening(factor=0.0))[2:]
+        if line.split()[0] == first
+    }
+    widened = {
+        line.split()[1]: line
+        for line in replay(records, HostWidening())[2:]
         if line.split()[0] == first
     }
     rows = rows_of(lines)
     assert rows[(first, "0")][8] == "33.3"
     assert "1/3 = 33.3%" in default["0"]
-    assert rows[(first, "20")][8] == "66.7"
-    assert "2/3 = 66.7%" in default["20"]
-    assert rows[(first, "20")][10] == "100.0"
-    assert "3/3 = 100.0%" in plain["20"]
-    assert "(95 %: 29.2–100.0 %)" in plain["20"]
+    assert rows[(first, "20")][8] == "100.0"
+    assert "3/3 = 100.0%" in default["20"]
+    assert "(95 %: 29.2–100.0 %)" in default["20"]
+    assert rows[(first, "20")][10] == "66.7"
+    assert "2/3 = 66.7%" in widened["20"]
     assert f"  {first}: clean trials flagged (default): 1/3 = 33.3% (95 %: 0.8–90.6 %)" in lines
 
 

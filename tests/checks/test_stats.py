@@ -11,6 +11,7 @@ import pytest
 
 from checks.stats import (
     DEFAULT_SPREAD_Z,
+    HostResponse,
     compare,
     effect_threshold,
     fastest_share_ratio,
@@ -198,3 +199,36 @@ def test_a_mean_of_two_passes_has_a_narrower_threshold_unless_they_move_together
         effect_threshold(levels, passes=0)
     with pytest.raises(ValueError, match="correlation"):
         effect_threshold(levels, passes=2, correlation=1.5)
+
+
+def test_host_response_recovers_each_kernels_slope_from_its_runs() -> None:
+    """Runs in host states 0–25 % slower: a kernel whose level moves twice as much as its
+    calibration (β = 1) and one that moves with it (β = 0) are told apart, each entry
+    about its own mean, with run noise of 1 %."""
+    rng = np.random.default_rng(3)
+    for beta in (0.0, 1.0):
+        groups = []
+        for scale in (1.0, 3.0):  # two batch configs of one kernel, at their own levels
+            calibration = 1e-3 * np.exp(rng.uniform(0.0, 0.22, 8))
+            levels = scale * calibration**beta * np.exp(rng.normal(0.0, 0.01, 8))
+            groups.append((list(levels), list(calibration)))
+        fitted = HostResponse(prior=0.5, weight=0.0).fit(groups)
+        assert abs(fitted - beta) < 0.15
+
+
+def test_host_response_stays_near_its_prior_on_a_quiet_baseline() -> None:
+    """Calibrations within 1 % of each other say little: with the default weight the
+    slope moves little from the prior even when the noise suggests another one."""
+    levels = [1.0, 1.01, 0.99, 1.0, 1.0]
+    calibrations = [1.0, 0.99, 1.01, 1.0, 1.0]  # noise pointing to β = −1
+    assert HostResponse(prior=1.0, weight=0.05).fit([(levels, calibrations)]) > 0.99
+    assert HostResponse(prior=1.0, weight=0.0).fit([(levels, calibrations)]) == 0.0  # clamped
+
+
+def test_host_response_adjusts_a_level_by_its_calibration_to_the_power_beta() -> None:
+    """A run in a state 20 % slower, of a β = 1 kernel whose level rose 20 %, reads as
+    the baseline's once adjusted; with β = 0 nothing changes."""
+    base = HostResponse.adjust(2.0, 1e-3, 1.0)
+    slow = HostResponse.adjust(2.4, 1.2e-3, 1.0)
+    assert slow / base == pytest.approx(1.0)
+    assert HostResponse.adjust(2.4, 1.2e-3, 0.0) == 2.4

@@ -152,6 +152,22 @@ def test_a_run_of_another_profile_or_a_regressed_run_is_not_pooled(
     assert baseline["entries"][KEY]["ratio"] == [0.5, 0.6]
 
 
+def test_a_run_far_faster_than_a_baseline_of_two_runs_is_not_pooled(harness: Harness) -> None:
+    """A run faster than the baseline by more than its threshold (a passing state) joins
+    a one-run baseline, which cannot tell which of the two is off, but not a baseline of
+    two or more runs, whose level and spread it would pull."""
+    faster = {KEY: {**SAMPLES[KEY], "faster_than_baseline": True, "ratio": [0.1, 0.1]}}
+    harness.completed(FP)
+    harness.completed(FP, faster)
+    harness.completed(FP, faster)
+    assert [e.reason for e in harness.events if isinstance(e, BaselineRecorded)] == [
+        "first run",
+        "pooled run",
+    ]
+    baseline = harness.keeper.options_for("performance", "daily")["baseline"]
+    assert baseline["entries"][KEY]["ratio"] == [0.5, 0.6, 0.1, 0.1]
+
+
 def test_a_run_with_other_calibration_workloads_starts_a_new_baseline(harness: Harness) -> None:
     """After an upgrade that changed the calibration workloads, the old baseline cannot be
     compared with: the next run replaces it and says why, and later runs pool into it."""
