@@ -92,22 +92,22 @@ Measurements (labels ``kernel``, ``batch``, ``profile_id``, ``seed``):
     This run's level over the baseline's, minus 1. The level is the mean CPU time of the
     kernel's fastest ``fast_share`` of calls over that of its calibration's
     (:func:`checks.stats.fastest_share_ratio`: interference only adds time, so the fastest
-    calls are the steadiest), of both passes when re-timed; the baseline's is the
-    geometric mean of its runs' levels. Then the one-sided Mann–Whitney p-value of the
-    per-call ratios kernel ÷ calibration against the baseline's; the smallest slowdown that
-    counts (``min_effect``, widened by ``spread_z`` times the run-to-run spread of the
-    baseline's levels, pooled over the kernel's batch configs:
-    :func:`checks.stats.effect_threshold`, then for the host as above); the slowdown of
-    the first pass that is timed again (absent when ``confirm_after_s`` is 0; widened for
-    the host as above); and the normalised slowdown when p < ``alpha`` and the passes pass
-    the rules above, else 0 (a kernel that got slower).
+    calls are the steadiest), of both passes when re-timed, adjusted for the host (above);
+    the baseline's is the geometric mean of its runs' levels, adjusted alike. Then the
+    one-sided Mann–Whitney p-value of the per-call ratios kernel ÷ calibration against the
+    baseline's; the smallest slowdown that counts (``min_effect``, widened by ``spread_z``
+    times the run-to-run spread of the baseline's levels, pooled over the kernel's batch
+    configs: :func:`checks.stats.effect_threshold`, then for the host when
+    ``host_widening`` is set); the slowdown of the first pass that is timed again (absent
+    when ``confirm_after_s`` is 0; widened alike); and the normalised slowdown when
+    p < ``alpha`` and the passes pass the rules above, else 0 (a kernel that got slower).
 ``calibration_slowdown_ratio``
     The mean CPU time of the calibration's fastest ``fast_share`` of calls over the
     baseline's, minus 1 (of both passes together when re-timed), for every compared entry
     whose baseline holds calibration CPU times: a host whose every instruction got slower
-    (not just busier) moves it, and it widens the bars above.
+    (not just busier) moves it, and with ``host_widening`` it widens the bars above.
 ``host_response_ratio``
-    With ``host_response``: the β the levels were adjusted by (below), 0 when the baseline
+    With ``host_response``: the β the levels were adjusted by (above), 0 when the baseline
     holds no calibration levels.
 ``memory_overhead_ratio``
     Peak memory over the baseline's, minus 1.
@@ -133,8 +133,8 @@ Options: ``repetitions`` (40, the minimum per entry), ``rounds`` (8), ``ci_targe
 ``extra_share`` (5), ``extra_timing_s`` (25), ``warmup`` (3), ``alpha`` (0.002),
 ``min_effect`` (0.10), ``spread_floor`` (0.04), ``spread_z`` (2.5), ``fast_share`` (0.25),
 ``confirm_after_s`` (30; 0 judges the first pass alone, against a one-pass threshold),
-``confirm_z`` (2), ``host_dead_zone`` (0), ``host_widening`` (1; 0 turns it off),
-``host_response`` (false), ``host_response_prior`` (1, at most 2), ``host_response_weight``
+``confirm_z`` (2), ``host_dead_zone`` (0), ``host_widening`` (0: off),
+``host_response`` (true), ``host_response_prior`` (1, at most 2), ``host_response_weight``
 (0.05),
 ``calibration_size`` (1024 columns), ``calibration_rounds`` (2), ``calibration_memory_mb``
 (32), ``baseline``, ``baseline_state``, ``baselines``, and those of :mod:`checks.common`.
