@@ -30,9 +30,10 @@
    run-to-run spread, see :func:`checks.stats.effect_threshold`), levels adjusted for the
    host's speed (:class:`checks.stats.HostResponse`); a kernel is flagged when any of its
    entries is. Trials are timed without the host widening and each entry's kept
-   :class:`checks.performance.Judgement` is also judged with a widening of 1
-   (:class:`checks.stats.HostWidening`, the default until 2026-12-07), so the table shows
-   both on the same trials. It also shows the share of trials re-timed and the rate of
+   :class:`checks.performance.Judgement` is also judged with a widening of 1 on top
+   (:class:`checks.stats.HostWidening`; the judgements hold adjusted levels, so this is not
+   the old default rule, which ``python -m bench.power_rejudge`` judges exactly), so the
+   table shows both on the same trials. It also shows the share of trials re-timed and the rate of
    p < 0.002 with a reported slowdown over a plain 5 %, from the same trials.
 
 Set ``KERNELWATCH_BENCH_POWER_S`` to change the power study's duration (default 600 s: the

@@ -42,14 +42,18 @@ def rules() -> dict[str, Rule]:
         HostResponse,
     )
 
+    # Every rule names both options, so that its label holds whatever the defaults are.
     response = {"host_response": True, "host_widening": 0.0}
+    plain = {"host_response": False, "host_widening": 0.0}
     both_ways = HostResponse(
         DEFAULT_HOST_RESPONSE_PRIOR, DEFAULT_HOST_RESPONSE_WEIGHT, one_sided=False
     )
     return {
-        "default (widening 1)": rule_of({}),
-        "no widening": rule_of({"host_widening": 0.0}),
-        "host response (prior 1), no widening": rule_of(response),
+        "widening 1 (the default until 2026-12-07)": rule_of(
+            {"host_response": False, "host_widening": 1.0}
+        ),
+        "no widening, no host response": rule_of(plain),
+        "host response (prior 1), no widening (the default)": rule_of(response),
         "host response (prior 1), two-sided, no widening": dataclasses.replace(
             rule_of(response), response=both_ways
         ),
@@ -57,7 +61,7 @@ def rules() -> dict[str, Rule]:
         "host response (prior 1, weight 0.01), no widening": rule_of(
             {**response, "host_response_weight": 0.01}
         ),
-        "host response (prior 1), widening 1": rule_of({"host_response": True}),
+        "host response (prior 1), widening 1": rule_of({**response, "host_widening": 1.0}),
     }
 
 
