@@ -32,6 +32,7 @@ from typing import Any
 
 from bench.power_replay import rate, read_records
 from checks.performance import Rule, Timings, judge
+from daemon.baselines import pool_samples
 
 
 def rules() -> dict[str, Rule]:
@@ -94,13 +95,6 @@ class Tally:
         return out
 
 
-def _pooled_entries(window: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Return a baseline's entries pooled from ``window``'s runs, as the daemon pools them."""
-    from daemon.baselines import pool_samples
-
-    return pool_samples(list(window))
-
-
 def _as_samples(record: Mapping[str, Any], used: Mapping[str, Timings], share: float) -> Any:
     """Return the samples a trial adds to a baseline: per entry, what the rule judged."""
     return {
@@ -142,7 +136,7 @@ def rejudge(
         previous_was_baseline = False
         if not window:
             raise ValueError("a trial record comes before any baseline run's record")
-        baseline = _pooled_entries(window)
+        baseline = pool_samples(window)  # as the daemon pools a baseline's runs
         flagged: dict[str, bool] = {}
         used: dict[str, Timings] = {}
         faster = False

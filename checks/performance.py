@@ -663,9 +663,9 @@ def _reference(
     if len(ratios) < 2:
         return None, None
     others = _kernel_entries(entries, kernel, kind, key)
-    groups = [
+    groups = [(levels, _run_calibration_levels(learned, len(levels)))] + [
         (run_levels, _run_calibration_levels(entry, len(run_levels)))
-        for entry in (learned, *others)
+        for entry in others
         if (run_levels := _run_levels(entry, rule.share))
     ]
     beta = 0.0
