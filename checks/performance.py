@@ -184,11 +184,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CONFIRM_AFTER_S",
+    "Bars",
     "Judgement",
     "PerformanceCheck",
     "Rejudged",
     "Rule",
     "Timings",
+    "bars",
     "entry_key",
     "judge",
     "peak_rss_bytes",
@@ -748,6 +750,41 @@ def judge(
         judgement=reference.verdict(judged)[0],
         timings=judged,
         missing_retime=retime and timings.retimed_from is None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Bars:
+    """What a baseline entry's runs are judged by under the check's options (for
+    ``kernelwatch baseline show``): the learned host response β (0 when levels are not
+    adjusted), the slowdown both passes together must exceed, and the one that has a
+    first pass timed again (None when the first pass is judged alone)."""
+
+    host_response: float
+    threshold: float
+    retime_threshold: float | None
+
+
+def bars(entries: Mapping[str, Any], key: str, options: Mapping[str, Any]) -> Bars | None:
+    """Return the :class:`Bars` of baseline entry ``key`` under the check's ``options``, as
+    a run is judged against ``entries``; None when the entry cannot be compared with (no
+    ratios or levels, or a single sample)."""
+    entry = entries.get(key)
+    if not isinstance(entry, Mapping):
+        return None
+    confirm_after_s = option_float(
+        options, "confirm_after_s", DEFAULT_CONFIRM_AFTER_S, high=PerformanceCheck.timeout_s
+    )
+    rule = Rule.from_options(options, judge_first_pass_alone=confirm_after_s == 0)
+    kernel = str(entry.get("kernel", key.split("/", 1)[0]))
+    character = str(entry.get("calibration_kind", ""))
+    reference, _ = _reference(entries, key, kernel, character, rule)
+    if reference is None:
+        return None
+    return Bars(
+        host_response=reference.host_response,
+        threshold=reference.threshold,
+        retime_threshold=reference.retime_threshold,
     )
 
 

@@ -47,13 +47,16 @@ import math
 import statistics
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final, TextIO, final
+from typing import TYPE_CHECKING, Any, Final, TextIO, final
 
 from checks.fingerprint import Fingerprint, collect_fingerprint
 from daemon.clock import Clock, SystemClock
 from daemon.config import Config
 from daemon.events import BaselineRecorded, CheckCompleted, Event, FingerprintChanged
 from daemon.store import StateStore
+
+if TYPE_CHECKING:
+    from checks.performance import Bars
 
 __all__ = [
     "BASELINE_RUNS",
@@ -380,15 +383,23 @@ def record_command(config: Config, state_dir: Path, runs: int, out: TextIO) -> i
     return 0
 
 
-def _summary(record: Mapping[str, Any], current: str | None) -> dict[str, Any]:
+def _summary(
+    record: Mapping[str, Any], current: str | None, options: Mapping[str, Any]
+) -> dict[str, Any]:
     """Return a baseline record without raw samples: counts, medians and levels per entry.
 
     ``level`` is the geometric mean of the runs' levels (what the regression test compares
     with) and ``level_spread`` the standard deviation of their logarithms, the run-to-run
-    spread that widens the threshold (null with fewer than two runs).
+    spread that widens the threshold (null with fewer than two runs). ``host_response``
+    (the learned β), ``regression_threshold_ratio`` and ``retime_threshold_ratio`` are what
+    a run is judged by under the check's ``options`` (null when the entry cannot be
+    compared with).
     """
+    from checks.performance import bars
+
+    stored = record.get("entries", {})
     entries = {}
-    for key, entry in sorted(record.get("entries", {}).items()):
+    for key, entry in sorted(stored.items()):
         lat = entry.get("latency_seconds") or [float("nan")]
         ratio = entry.get("ratio") or [float("nan")]
         logs = [math.log(v) for v in entry.get("run_levels") or () if v > 0]
@@ -400,6 +411,7 @@ def _summary(record: Mapping[str, Any], current: str | None) -> dict[str, Any]:
             "level": math.exp(statistics.fmean(logs)) if logs else None,
             "level_spread": statistics.stdev(logs) if len(logs) >= 2 else None,
             "peak_memory_bytes": entry.get("peak_memory_bytes"),
+            **_bars_fields(bars(stored, key, options)),
         }
     return {
         "digest": record.get("digest"),
@@ -414,21 +426,46 @@ def _summary(record: Mapping[str, Any], current: str | None) -> dict[str, Any]:
     }
 
 
+def _bars_fields(judged_by: Bars | None) -> dict[str, float | None]:
+    """Return :func:`_summary`'s fields for an entry's :class:`checks.performance.Bars`."""
+    if judged_by is None:
+        return dict.fromkeys(
+            ("host_response", "regression_threshold_ratio", "retime_threshold_ratio")
+        )
+    return {
+        "host_response": judged_by.host_response,
+        "regression_threshold_ratio": judged_by.threshold,
+        "retime_threshold_ratio": judged_by.retime_threshold,
+    }
+
+
+def _bars_text(entry: Mapping[str, Any]) -> str:
+    """Return what a run of ``entry`` is judged by, for the text of ``baseline show``."""
+    if entry["regression_threshold_ratio"] is None:
+        return ""
+    text = f"  β {entry['host_response']:.2f}  threshold {entry['regression_threshold_ratio']:.1%}"
+    if entry["retime_threshold_ratio"] is not None:
+        text += f" (re-timed over {entry['retime_threshold_ratio']:.1%})"
+    return text
+
+
 def show_command(config: Config, state_dir: Path, out: TextIO, as_json: bool) -> int:
     """Print the stored baselines (and configured ones); returns 0."""
     from daemon.state_dir import StateLayout
 
     layout = StateLayout(state_dir)
-    learned: list[dict[str, Any]] = []
+    stored: dict[str, Mapping[str, Any]] = {}
     current: str | None = None
     if layout.database.exists():
         with StateStore.open(layout.database) as store:
             keeper = BaselineKeeper(store)
             seen = keeper.current()
             current = None if seen is None else str(seen.get("digest"))
-            learned = [_summary(r, current) for _, r in sorted(keeper.baselines().items())]
+            stored = dict(keeper.baselines())
     settings = config.checks.get(CHECK)
-    configured = dict(settings.options.get("baselines", {})) if settings is not None else {}
+    options = settings.options if settings is not None else {}
+    learned = [_summary(r, current, options) for _, r in sorted(stored.items())]
+    configured = dict(options.get("baselines", {}))
     if as_json:
         payload = {"current": current, "learned": learned, "configured": configured}
         json.dump(payload, out, indent=2, sort_keys=True, default=str)
@@ -453,7 +490,7 @@ def show_command(config: Config, state_dir: Path, out: TextIO, as_json: bool) ->
                 f"  {key:<36} n={entry['samples']:<4} runs={entry['runs']:<2} "
                 f"median {entry['median_latency_seconds'] * 1e3:9.3f} ms"
                 f"  ratio {entry['median_ratio']:.3f}  level {level}"
-                f"  peak {entry['peak_memory_bytes']} B",
+                f"  peak {entry['peak_memory_bytes']} B{_bars_text(entry)}",
                 file=out,
             )
     for kernel, batches in sorted(configured.items()):

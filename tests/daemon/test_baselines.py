@@ -298,6 +298,50 @@ def test_show_gives_each_entrys_level_and_its_run_to_run_spread(tmp_path: Path) 
     assert "level 0.524 ±6.7 %" in out.getvalue()
 
 
+def test_show_gives_the_learned_host_response_and_threshold_a_run_is_judged_by(
+    tmp_path: Path,
+) -> None:
+    """β and the thresholds shown are those the check judges a run of the entry by; with
+    ``host_response`` off there is no β to show."""
+    from checks.performance import Rule, Timings, judge
+
+    layout = StateLayout(tmp_path)
+    layout.create()
+    # The kernel's level follows its calibration's: the host's speed moved both.
+    runs = ((0.50, 1.00), (0.56, 1.10), (0.53, 1.04))
+    with StateStore.open(layout.database) as store:
+        harness = Harness(store)
+        for level, calibration in runs:
+            sample = {
+                **SAMPLES[KEY],
+                "calibration_kind": "compute",
+                "run_levels": [level],
+                "run_calibration_levels": [calibration],
+                "calibration_cpu_seconds": [calibration] * 4,
+            }
+            harness.completed(FP, {KEY: sample})
+        stored = BaselineKeeper(store).baselines()[FP.digest()]["entries"]
+    out = io.StringIO()
+    assert show_command(load_config(), tmp_path, out, as_json=True) == 0
+    shown = json.loads(out.getvalue())["learned"][0]["entries"][KEY]
+    timings = Timings(kernel_cpu=[0.6] * 8, calibration_cpu=[1.0] * 8)
+    rule = Rule.from_options({}, judge_first_pass_alone=False)
+    judged = judge(stored, KEY, "octahedron", "compute", timings, rule)
+    assert judged is not None
+    assert 0 < shown["host_response"] == judged.judgement.host_response
+    assert shown["regression_threshold_ratio"] == judged.judgement.threshold
+    assert shown["retime_threshold_ratio"] == judged.judgement.retime_threshold
+    out = io.StringIO()
+    assert show_command(load_config(), tmp_path, out, as_json=False) == 0
+    assert f"β {shown['host_response']:.2f}  threshold" in out.getvalue()
+
+    overlay = tmp_path / "config.toml"
+    overlay.write_text("[checks.performance.options]\nhost_response = false\n")
+    out = io.StringIO()
+    assert show_command(load_config(overlay), tmp_path, out, as_json=True) == 0
+    assert json.loads(out.getvalue())["learned"][0]["entries"][KEY]["host_response"] == 0
+
+
 def test_show_without_state_says_none(tmp_path: Path) -> None:
     """With no state yet, show says the first daily run will record one."""
     out = io.StringIO()
