@@ -45,7 +45,9 @@ slowdowns (comma-separated shares, 0 first; default ``0,0.05,0.1,0.2,0.3``), and
 baseline runs included, to judge them again later under another widening
 (:mod:`bench.power_replay`) or rule (:mod:`bench.power_rejudge`), and
 ``KERNELWATCH_BENCH_POWER_RETIME_ALL=1`` re-times every significantly slower first pass, so
-that rules re-timing more than the default can be judged on the record (see :func:`_power`).
+that rules re-timing more than the default can be judged on the record (see :func:`_power`);
+the table's live columns then hold that laxer bar, and it ends with the default rule's own
+figures, the same trials judged again as :mod:`bench.power_rejudge` judges them.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from checks.api import CheckResult
 
 if TYPE_CHECKING:
+    from checks.performance import Rule
     from checks.stats import HostWidening
 
 #: Mutable knob of :func:`slowed_octahedron`: the share of extra time each call spins.
@@ -206,10 +209,11 @@ def _power(
     ``retime_all`` re-times every first pass that is significantly slower than the
     baseline at all (``confirm_z`` 0), so that a record can be judged again under a rule
     that re-times more than the default (:mod:`bench.power_rejudge`); the table's
-    "default" column then holds that laxer re-timing bar, and the rejudged one is the
-    default's figure.
+    "default" column then holds that laxer re-timing bar, so the trials are judged again
+    under the default rule itself and its figures follow the table.
     """
     from bench.perf_child import run_in_fresh_process
+    from bench.power_rejudge import rule_of
 
     options: dict[str, Any] = {
         "kernels": list(SLOWED),
@@ -230,7 +234,13 @@ def _power(
             )
 
         return _power_trials(
-            power_s, trial, protocol=protocol, batches=batches, levels=levels, record=record
+            power_s,
+            trial,
+            protocol=protocol,
+            batches=batches,
+            levels=levels,
+            record=record,
+            judge_again=("the default rule", rule_of({})) if retime_all else None,
         )
 
 
@@ -255,6 +265,7 @@ def _power_trials(
     max_rounds: int | None = None,
     widening: HostWidening | None = None,
     record: TextIO | None = None,
+    judge_again: tuple[str, Rule] | None = None,
 ) -> list[str]:
     """Run the study's trials through ``trial(slowdown, extra options, seed)``; table lines.
 
@@ -284,6 +295,11 @@ def _power_trials(
     entry was faster than its baseline by more than its threshold. Each
     trial's :func:`bench.power_replay.trial_record` is written to ``record`` as a JSON line,
     flushed at once, so that a study cut off keeps what it timed.
+
+    With ``judge_again`` (a name and a rule; rolling baselines only), the trials are judged
+    again under that rule as :func:`bench.power_rejudge.rejudge` does, and its figures
+    follow the table under that name: for trials timed under a laxer re-timing bar than the
+    rule's (``retime_all``).
     """
     from bench.power_replay import flagged_kernels, rate, trial_record
     from checks.performance import Judgement
@@ -295,6 +311,8 @@ def _power_trials(
 
     if protocol not in ("rolling", "record"):
         raise ValueError(f"protocol must be 'rolling' or 'record', got {protocol!r}")
+    if judge_again is not None and protocol != "rolling":
+        raise ValueError("judge_again judges rolling baselines only")
     if not levels or levels[0] != 0.0:
         raise ValueError(f"levels must start with 0 (the clean trials), got {levels!r}")
     # per kernel and level: trials, flagged (default), flagged (5 %), re-timed, flagged
@@ -306,14 +324,17 @@ def _power_trials(
     seed = 100
     rounds = baselines = 0
     window: list[Mapping[str, Any]] = []
+    kept: list[dict[str, Any]] = []  # every record, for judge_again
     while rounds == 0 or (  # at least one round of levels
         time.perf_counter() < deadline and (max_rounds is None or rounds < max_rounds)
     ):
         if not window or (protocol == "record" and rounds % rounds_per_baseline == 0):
             runs = [trial(0.0, {}, i) for i in range(BASELINE_RUNS)]
-            if record is not None:
-                for run in runs:
-                    record.write(json.dumps(trial_record(rounds, 0.0, run, baseline=True)) + "\n")
+            for run in runs:
+                first = trial_record(rounds, 0.0, run, baseline=True)
+                if record is not None:
+                    record.write(json.dumps(first) + "\n")
+                kept.append(first)
             window = [run.details for run in runs]
             baselines += 1
         baseline = _baseline_of(window)
@@ -321,12 +342,13 @@ def _power_trials(
         for level in levels:
             seed += 1
             result = trial(level, {"baseline": baseline}, seed)
-            kept = trial_record(rounds, level, result)
+            this = trial_record(rounds, level, result)
             if record is not None:
-                record.write(json.dumps(kept) + "\n")
+                record.write(json.dumps(this) + "\n")
                 record.flush()
-            flagged_by_default = flagged_kernels(kept, widening)
-            flagged_widened = flagged_kernels(kept, widened)
+            kept.append(this)
+            flagged_by_default = flagged_kernels(this, widening)
+            flagged_widened = flagged_kernels(this, widened)
             by_entry: dict[tuple[str, str], dict[str, float]] = {}
             for m in result.measurements:
                 if "batch" in m.labels:
@@ -406,7 +428,12 @@ def _power_trials(
             lines.append(
                 f"  {kernel}: smallest slowdown flagged in >= 95 % (min effect {label}): {smallest}"
             )
-    return lines
+    if judge_again is None:
+        return lines
+    from bench.power_rejudge import rejudge
+
+    name, rule = judge_again
+    return [*lines, *rejudge(kept, rule).lines(f"{name}, judged again on these trials")]
 
 
 def checks_table(power_s: float | None = None) -> str:

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from bench.checks import SLOWED, _power_trials
+from bench.power_rejudge import rejudge
 from bench.power_replay import flagged_kernels, host_sensitivity, read_records, replay
 from checks.api import CheckResult, Measurement
-from checks.performance import Judgement
+from checks.performance import Judgement, Rule
 from checks.stats import HostWidening
 
 BATCHES = ("small", "large")
@@ -36,6 +37,9 @@ class FakeRuns:
 
     flag_clean: set[int] = field(default_factory=set)
     slow_host: set[int] = field(default_factory=set)
+    #: CPU times kept per entry: with more than one, each call's level is the slowdown's
+    #: (give or take 0.6 %), so that the run can be judged again (bench.power_rejudge).
+    cpu_calls: int = 1
     made: int = 0
     #: (slowdown, the run numbers pooled in the baseline it was given; None without one)
     calls: list[tuple[float, list[int] | None]] = field(default_factory=list)
@@ -82,8 +86,13 @@ class FakeRuns:
                     "kernel": kernel,
                     "batch": batch,
                     "calibration_kind": "dispatch",
-                    "cpu_seconds": [float(number + 1)],
-                    "calibration_cpu_seconds": [1.0],
+                    "cpu_seconds": [float(number + 1)]
+                    if self.cpu_calls == 1
+                    else [
+                        (1 + slowdown) * (1 + 0.003 * ((number * 7 + j) % 5 - 2))
+                        for j in range(self.cpu_calls)
+                    ],
+                    "calibration_cpu_seconds": [1.0] * self.cpu_calls,
                     "ratio": [float(number)],
                     "pass_levels": [1.0, 1.0] if flagged else [1.0],
                     "peak_memory_bytes": 1,
@@ -250,6 +259,33 @@ def test_each_trial_is_recorded_and_replays_to_the_tables_verdicts(tmp_path: Pat
     assert rows[(first, "20")][10] == "66.7"
     assert "2/3 = 66.7%" in widened["20"]
     assert f"  {first}: clean trials flagged (default): 1/3 = 33.3% (95 %: 0.8–90.6 %)" in lines
+
+
+def test_trials_timed_under_a_laxer_bar_are_judged_again_under_the_rule_given(
+    tmp_path: Path,
+) -> None:
+    """With ``judge_again``, the table ends with the named rule's figures on the very
+    trials it recorded, as ``python -m bench.power_rejudge`` gives them from the file."""
+    rule = Rule.from_options({}, judge_first_pass_alone=True)
+    path = tmp_path / "trials.jsonl"
+    with path.open("w", encoding="utf-8") as record:
+        lines = _power_trials(
+            1e9,
+            FakeRuns(cpu_calls=8),
+            levels=(0.0, 0.2),
+            max_rounds=3,
+            record=record,
+            judge_again=("the first pass alone", rule),
+        )
+    expected = rejudge(read_records(path), rule).lines(
+        "the first pass alone, judged again on these trials"
+    )
+    assert lines[-len(expected) :] == expected
+    rows = [line.split() for line in expected[1:]]
+    assert [row[3] for row in rows if row[1] == "0"] == ["0/3"] * len(SLOWED)
+    assert [row[3] for row in rows if row[1] == "20"] == ["3/3"] * len(SLOWED)
+    with pytest.raises(ValueError, match="rolling baselines only"):
+        _power_trials(1e9, FakeRuns(), protocol="record", judge_again=("x", rule))
 
 
 def test_a_bad_line_inside_a_record_file_names_its_line(tmp_path: Path) -> None:
