@@ -324,7 +324,7 @@ def _power_trials(
     seed = 100
     rounds = baselines = 0
     window: list[Mapping[str, Any]] = []
-    kept: list[dict[str, Any]] = []  # every record, for judge_again
+    kept: list[dict[str, Any]] | None = None if judge_again is None else []  # every record
     while rounds == 0 or (  # at least one round of levels
         time.perf_counter() < deadline and (max_rounds is None or rounds < max_rounds)
     ):
@@ -334,7 +334,8 @@ def _power_trials(
                 first = trial_record(rounds, 0.0, run, baseline=True)
                 if record is not None:
                     record.write(json.dumps(first) + "\n")
-                kept.append(first)
+                if kept is not None:
+                    kept.append(first)
             window = [run.details for run in runs]
             baselines += 1
         baseline = _baseline_of(window)
@@ -346,7 +347,8 @@ def _power_trials(
             if record is not None:
                 record.write(json.dumps(this) + "\n")
                 record.flush()
-            kept.append(this)
+            if kept is not None:
+                kept.append(this)
             flagged_by_default = flagged_kernels(this, widening)
             flagged_widened = flagged_kernels(this, widened)
             by_entry: dict[tuple[str, str], dict[str, float]] = {}
@@ -428,7 +430,7 @@ def _power_trials(
             lines.append(
                 f"  {kernel}: smallest slowdown flagged in >= 95 % (min effect {label}): {smallest}"
             )
-    if judge_again is None:
+    if judge_again is None or kept is None:
         return lines
     from bench.power_rejudge import rejudge
 
