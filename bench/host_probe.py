@@ -27,7 +27,6 @@ import json
 import resource
 import sys
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,9 +36,8 @@ CALIBRATIONS = ("dispatch", "memory", "compute")
 
 def _workloads() -> dict[str, Callable[[], object]]:
     """Return every built-in kernel entry of the daily tier, then the three calibrations."""
-    import numpy as np
-
     from checks.common import batch_profile
+    from checks.performance import timing_inputs
     from checks.timing import Calibration
     from kernels.profile import canonical_profile
     from kernels.registry import builtin_kernels
@@ -49,9 +47,7 @@ def _workloads() -> dict[str, Callable[[], object]]:
     for kernel in builtin_kernels().values():
         for batch in kernel.batch_configs:
             prof = batch_profile(profile, batch)
-            # The inputs of the daily check: seed 0 and the kernel's name.
-            rng = np.random.default_rng([0, zlib.crc32(kernel.name.encode())])
-            inputs = kernel.make_inputs(rng, batch.rows, prof)
+            inputs = timing_inputs(kernel, batch.rows, prof, input_seed=0)  # the check's
 
             def call(k: Any = kernel, i: Any = inputs, p: Any = prof) -> object:
                 return k.run_mlx(i, p)
