@@ -14,8 +14,9 @@ faults per call. Run it in a loop between other work, on an otherwise quiet host
 
 ``--summary`` prints one row per probe: each entry's level over each calibration's, and the
 raw levels in ms. On the 2-core reference VM on 2026-12-08 (``bench/studies/2026-12-08``)
-it found octahedron/large about 30 % faster for 10–40 s at a time while its ``dispatch``
-calibration ran about 7 % faster: spells that the kernel ÷ calibration ratio does not cancel.
+it found octahedron/large about 30 % faster for seconds to a minute at a time while its
+``dispatch`` calibration ran about 7 % faster: spells that the kernel ÷ calibration ratio
+does not cancel.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _workloads() -> dict[str, Callable[[], object]]:
 
 def probe(repetitions: int, warmup: int = 3) -> dict[str, Any]:
     """Time every workload ``repetitions`` times round-robin; return the probe's record."""
-    from checks.stats import fastest_share_mean
+    from checks.stats import DEFAULT_FAST_SHARE, fastest_share_mean
 
     started = time.time()
     workloads = _workloads()
@@ -86,7 +87,7 @@ def probe(repetitions: int, warmup: int = 3) -> dict[str, Any]:
     return {
         "t": started,
         "repetitions": repetitions,
-        "levels": {name: fastest_share_mean(v, 0.25) for name, v in cpu.items()},
+        "levels": {name: fastest_share_mean(v, DEFAULT_FAST_SHARE) for name, v in cpu.items()},
         "minflt_per_call": {name: n / repetitions for name, n in faults.items()},
     }
 
